@@ -1,0 +1,48 @@
+"""The ``reasonrl`` command line. Each subcommand lives in ``reasonrl/commands/<name>.py``
+with ``add_arguments(parser)`` and ``run(args) -> int``; they are imported only when used,
+so ``reasonrl verify`` never pays for torch."""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+COMMANDS = {
+    "tasks": "list registered tasks and environments",
+    "verify": "score a JSONL file of responses with a task's verifier",
+    "gen": "generate a procedural dataset (JSONL or Parquet)",
+    "sft": "supervised fine-tuning on worked solutions",
+    "train": "RL training (no arguments: the embedded tiny-model default, end to end)",
+    "eval": "evaluate checkpoints: pass@k, maj@k, best-of-N",
+}
+
+
+def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="reasonrl", description="Reinforcement learning with verifiable rewards.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    wanted = argv[0] if argv and argv[0] in COMMANDS else None
+    for name, help_text in COMMANDS.items():
+        sp = sub.add_parser(name, help=help_text, description=help_text)
+        if name == wanted:  # only import the module of the command being run
+            module = importlib.import_module(f"reasonrl.commands.{name.replace('-', '_')}")
+            module.add_arguments(sp)
+            sp.set_defaults(_run=module.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(argv)
+    args = parser.parse_args(argv)
+    if not getattr(args, "_run", None):
+        parser.print_help()
+        return 0 if not argv else 2
+    try:
+        return int(args._run(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

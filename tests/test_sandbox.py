@@ -1,0 +1,289 @@
+"""The plain sandbox API (``run_program``), its limits and reasons, the isolation report and
+its fallbacks, the plain-data codec and the stdin/stdout comparison."""
+from __future__ import annotations
+
+import collections
+import decimal
+import fractions
+import json
+import math
+import os
+import shutil
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from reasonrl.verifiers.code import codec
+from reasonrl.verifiers.code.harness import normalize_output, outputs_match
+from reasonrl.verifiers.code.pool import PoolConfig, SandboxPool
+from reasonrl.verifiers.code.sandbox import SandboxLimits, run_program, run_programs
+
+IS_ROOT = os.geteuid() == 0
+FAST = SandboxLimits(wall_time_s=2.0, cpu_time_s=2.0)
+
+
+def test_stdin_stdout_exit_code_and_time():
+    result = run_program("a, b = map(int, input().split())\nprint(a + b)\n", stdin="2 40\n")
+    assert (result.stdout, result.exit_code, result.signal, result.reason) == ("42\n", 0, None, "ok")
+    assert result.ok and not result.timed_out
+    assert 0 < result.time < 5
+    assert result.isolation["mode"] in ("namespaces", "userns", "rlimits")
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="the project's machines run as root: the full namespace isolation is expected there")
+def test_full_isolation_is_in_force_as_root():
+    iso = run_program("pass").isolation
+    assert iso["mode"] == "namespaces"
+    assert iso["pid_namespace"] and iso["uid_separation"]
+    assert iso["network"].startswith("none")
+    assert iso["filesystem"].startswith("private read-only root")
+
+
+@pytest.mark.parametrize(
+    "source, reason, exit_code, stderr_part",
+    [
+        ("import sys; sys.exit(3)", "runtime_error", 3, ""),
+        ("import sys; sys.exit('bye')", "runtime_error", 1, "bye"),
+        ("raise ValueError('boom')", "runtime_error", 1, "ValueError: boom"),
+        ("def f(:\n    pass", "compile_error", 1, "SyntaxError"),
+        ("x = bytearray(3 << 30)", "memory_limit", 1, "MemoryError"),
+        ("import sys; sys.exit(0)", "ok", 0, ""),
+        ("print(input())", "runtime_error", 1, "EOFError"),
+    ],
+)
+def test_exit_statuses_and_reasons(source, reason, exit_code, stderr_part):
+    result = run_program(source, limits=FAST)
+    assert result.reason == reason, result
+    assert result.exit_code == exit_code
+    assert stderr_part in result.stderr
+
+
+def test_traceback_shows_the_program_not_the_sandbox():
+    result = run_program("def f():\n    return 1 / 0\nf()\n", limits=FAST)
+    assert 'File "main.py", line 2, in f' in result.stderr
+    assert "candidate.py" not in result.stderr
+
+
+def test_wall_clock_limit():
+    result = run_program("import time\ntime.sleep(60)", limits=SandboxLimits(wall_time_s=1.0, cpu_time_s=1.0))
+    assert result.reason == "timeout" and result.timed_out
+    assert result.exit_code is None and result.signal == 9
+    assert 0.9 <= result.time < 10
+
+
+def test_cpu_time_limit():
+    # Plenty of wall time: only the CPU limit can end this loop.
+    result = run_program("while True:\n    pass", limits=SandboxLimits(wall_time_s=60.0, cpu_time_s=1.0))
+    assert result.reason == "timeout" and result.timed_out
+    assert result.time < 60
+
+
+def test_output_limit():
+    limits = SandboxLimits(wall_time_s=5.0, max_output_bytes=10_000)
+    result = run_program("while True:\n    print('x' * 1000)", limits=limits)
+    assert result.reason == "output_limit"
+    assert len(result.stdout) + len(result.stderr) <= 10_000
+    small = run_program("print('x' * 5000)", limits=limits)
+    assert small.reason == "ok" and len(small.stdout) == 5001
+
+
+def test_large_output_under_the_cap_comes_back_whole():
+    result = run_program("import sys\nsys.stdout.write('y' * 900_000)\nsys.stderr.write('e' * 50_000)")
+    assert result.reason == "ok"
+    assert result.stdout == "y" * 900_000 and result.stderr == "e" * 50_000
+
+
+def test_environment_is_scrubbed_and_cwd_is_a_fresh_scratch_dir(monkeypatch):
+    monkeypatch.setenv("REASONRL_TEST_SECRET", "do-not-leak")
+    source = (
+        "import os, json\n"
+        "open('scratch.txt', 'w').write('mine')\n"
+        "print(json.dumps({'env': dict(os.environ), 'cwd': os.getcwd(), 'files': sorted(os.listdir('.'))}))\n"
+    )
+    with SandboxPool(1) as pool:  # a new worker, started while the secret is in our environment
+        first = json.loads(run_program(source, pool=pool).stdout)
+        second = json.loads(run_program("import os, json\nprint(json.dumps(sorted(os.listdir('.'))))", pool=pool).stdout)
+    assert "REASONRL_TEST_SECRET" not in first["env"]
+    assert not any("do-not-leak" in value for value in first["env"].values())
+    assert first["env"]["HOME"] == first["cwd"] == first["env"]["TMPDIR"]
+    assert first["files"] == ["scratch.txt"]
+    assert second == []  # the next program's scratch directory is fresh
+
+
+def test_file_size_limit():
+    limits = SandboxLimits(max_file_size_bytes=1 << 20)
+    result = run_program("open('big', 'wb').write(b'0' * (4 << 20))", limits=limits)
+    assert result.reason == "runtime_error"
+    assert "File too large" in result.stderr or "Errno 27" in result.stderr
+
+
+def test_run_programs_keeps_order_across_workers():
+    sources = [f"print({i} * {i})" for i in range(24)]
+    results = run_programs(sources, workers=2)
+    assert [r.stdout for r in results] == [f"{i * i}\n" for i in range(24)]
+    assert all(r.reason == "ok" for r in results)
+
+
+def test_limits_are_validated():
+    with pytest.raises(ValueError, match="wall_time_s"):
+        SandboxLimits(wall_time_s=0)
+    with pytest.raises(ValueError, match="memory_bytes"):
+        SandboxLimits(memory_bytes=1024)
+    with pytest.raises(ValueError, match="language"):
+        run_program("print(1)", language="cobol")
+    with pytest.raises(ValueError, match="isolation"):
+        PoolConfig(isolation="docker")
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="needs root to compare with the uid-separated fallback")
+def test_rlimits_fallback_says_so_and_still_contains_programs():
+    with SandboxPool(1, PoolConfig(isolation="rlimits")) as pool:
+        result = run_program("import os\nprint(os.getuid())", pool=pool)
+        iso = result.isolation
+        assert iso["mode"] == "rlimits"
+        assert iso["pid_namespace"] is False and iso["network"] == "host network"
+        assert iso["filesystem"].startswith("host filesystem")
+        assert any("namespaces refused" in note for note in iso["notes"])
+        assert int(result.stdout) != 0  # still its own unprivileged uid
+        slow = run_program("import time\ntime.sleep(60)", limits=SandboxLimits(wall_time_s=1.0), pool=pool)
+        assert slow.reason == "timeout"
+        # A program that leaves a daemon behind: gone when its result is back.
+        marker = "4321.8765"
+        daemon = (
+            "import os, subprocess\n"
+            f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+            "print('left')\n"
+        )
+        assert run_program(daemon, pool=pool).stdout == "left\n"
+        assert not _host_processes_with(marker)
+        _check_tests_run_and_judge(pool)
+
+
+@pytest.mark.skipif(not IS_ROOT, reason="a user namespace as root maps root: exercises the userns code path")
+def test_userns_mode_runs_and_reports_the_shared_uid():
+    with SandboxPool(1, PoolConfig(isolation="userns")) as pool:
+        result = run_program("import os\nprint(sorted(os.listdir('/')))", pool=pool)
+        _check_tests_run_and_judge(pool)
+    assert result.reason == "ok"
+    assert result.isolation["mode"] == "userns" and result.isolation["pid_namespace"]
+    assert any("share" in note for note in result.isolation["notes"])
+    assert "work" not in result.stdout and "home" not in result.stdout
+
+
+def _check_tests_run_and_judge(pool: SandboxPool) -> None:
+    """Test jobs work in this isolation mode: pass, fail, and a program killing what it can see."""
+    from reasonrl.verifiers.code.harness import grade
+
+    answer = {"test": "def check(candidate):\n    assert candidate(2) == 4\n", "entry_point": "double"}
+    assert grade("def double(x):\n    return 2 * x\n", answer, pool, FAST).correct
+    assert grade("def double(x):\n    return x + 3\n", answer, pool, FAST).reason == "wrong_answer"
+    assert not grade("import os\ndef double(x):\n    os._exit(0)\n", answer, pool, FAST).correct
+    assert grade("def double(x):\n    return 2 * x\n", answer, pool, FAST).correct
+
+
+def _host_processes_with(marker: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("g++") is None, reason="g++ not installed")
+def test_cpp_through_the_same_api():
+    source = '#include <iostream>\nint main() { long a, b; std::cin >> a >> b; std::cout << a * b << "\\n"; }\n'
+    result = run_program(source, stdin="6 7", language="cpp")
+    assert (result.reason, result.stdout) == ("ok", "42\n")
+    broken = run_program("int main() { return undeclared; }", language="cpp")
+    assert broken.reason == "compile_error" and "undeclared" in broken.stderr
+
+
+# ---------------------------------------------------------------------------------------------
+# The plain-data codec between the judge and the program.
+
+PLAIN_VALUES = [
+    None, True, False, 0, -1, 2**63, -(2**70), 1.5, -0.0, float("inf"), "text", "\udc80 lone surrogate", b"\x00\xff",
+    bytearray(b"ab"), [1, [2, (3,)]], (1, "a"), {"k": [1], 2: (3,)}, {1, 2}, frozenset({3}), 1 + 2j, range(1, 10, 2),
+    fractions.Fraction(3, 7), decimal.Decimal("1.10"), collections.Counter("aab"), collections.OrderedDict(a=1),
+    collections.defaultdict(list, {"x": [1]}), collections.deque([1, 2], maxlen=5), Ellipsis,
+]
+
+
+@pytest.mark.parametrize("value", PLAIN_VALUES, ids=lambda v: type(v).__name__)
+def test_codec_roundtrips_plain_values_with_their_exact_types(value):
+    wire = json.loads(json.dumps(codec.encode(value)))
+    back = codec.decode(wire)
+    assert type(back) is type(value)
+    assert back == value or (isinstance(value, float) and math.isnan(value))
+    if isinstance(value, collections.defaultdict):
+        assert back.default_factory is value.default_factory
+
+
+def test_codec_never_lets_a_subclass_cross_by_value():
+    class LyingInt(int):
+        def __eq__(self, other):
+            return True
+
+    class AlwaysEqual:
+        def __eq__(self, other):
+            return True
+
+    for value in (LyingInt(3), AlwaysEqual(), [1, LyingInt(2)], {"k": AlwaysEqual()}, True.__class__.__mro__):
+        with pytest.raises(codec.Unencodable):
+            codec.encode(value)
+    handles = []
+    wire = codec.encode([1, LyingInt(2)], lambda obj: handles.append(obj) or ["h", 7, type(obj).__name__])
+    assert wire == ["l", 1, ["h", 7, "LyingInt"]]
+
+
+@pytest.mark.parametrize(
+    "wire",
+    [["zz", 1], ["d", 1], ["s", ["l"]], ["F", 1, 0], ["h", 1, "x"], {"a": 1}, ["i", 5], ["dd", "print"], ["r", 1.5, 2, 1], []],
+)
+def test_codec_rejects_malformed_wire_values(wire):
+    with pytest.raises(codec.ProtocolError):
+        codec.decode(wire)
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text() | st.binary(),
+    lambda children: st.lists(children) | st.tuples(children, children) | st.dictionaries(st.text() | st.integers(), children)
+    | st.frozensets(st.integers() | st.text()),
+    max_leaves=20,
+)
+
+
+@given(json_like)
+@settings(max_examples=80, deadline=None)
+def test_codec_roundtrip_property(value):
+    assert codec.decode(json.loads(json.dumps(codec.encode(value)))) == value
+
+
+# ---------------------------------------------------------------------------------------------
+# stdin/stdout comparison
+
+
+def test_output_normalization():
+    assert normalize_output("1 2 \r\n3\t\r\n\n\n") == ["1 2", "3"]
+    assert outputs_match("42\r\n", "42")
+    assert outputs_match("a  \nb\n\n", "a\nb")
+    assert not outputs_match("42\n43\n", "42\n")  # an extra line
+    assert not outputs_match("4 2\n", "42\n")  # inner whitespace matters
+    assert not outputs_match("", "0\n")
+    assert not outputs_match(" 42\n", "42\n")  # leading whitespace matters
+
+
+def test_float_tolerance():
+    assert not outputs_match("0.333333\n", "0.3333333333\n")
+    assert outputs_match("0.333333\n", "0.3333333333\n", float_tolerance=1e-5)
+    assert not outputs_match("0.33\n", "0.3333333333\n", float_tolerance=1e-5)  # near-miss
+    assert outputs_match("1e6 x\n", "1000000.0000001 x\n", float_tolerance=1e-9)
+    assert not outputs_match("1 y\n", "1 x\n", float_tolerance=1.0)  # words still exact
+    assert not outputs_match("nan\n", "nan\n".upper(), float_tolerance=1.0)

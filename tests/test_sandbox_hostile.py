@@ -1,0 +1,422 @@
+"""Hostile programs: each test asserts the verdict AND what happened on the host, seen from outside.
+
+Host-side checks: canary files (one shown to programs read-only, one not shown at all) are
+untouched; a listening socket on 127.0.0.1 is never reached; no process a program started is
+left (by a unique marker in its command line, and by the sandbox's uids); the worker is the same
+process afterwards and the next good program passes.
+
+Every dangerous test is bounded: ``kill(-1)`` and fork bombs run only where the sandbox reports a
+PID namespace (and fork bombs under a small process limit too); everything has a short wall limit.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from reasonrl.verifiers.code import CodeVerifier
+from reasonrl.verifiers.code.harness import grade, grade_many
+from reasonrl.verifiers.code.pool import PoolConfig, SandboxPool
+from reasonrl.verifiers.code.sandbox import SandboxLimits, run_program
+
+LIMITS = SandboxLimits(wall_time_s=3.0, cpu_time_s=3.0, max_processes=16)
+ADD = {"test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-4, 4) == 0\n", "entry_point": "add"}
+GOOD = "def add(a, b):\n    return a + b\n"
+
+
+@pytest.fixture(scope="module")
+def canaries(tmp_path_factory):
+    # The shown folder cannot live under /tmp (the sandbox mounts its own /tmp there) and must be
+    # world-readable (programs run under an unprivileged uid).
+    try:
+        shown = Path(tempfile.mkdtemp(prefix="reasonrl-canary-", dir="/var/tmp"))
+    except OSError:
+        pytest.skip("/var/tmp is not writable here")
+    hidden = tmp_path_factory.mktemp("canary_hidden")
+    for folder in (shown, hidden):
+        (folder / "canary.txt").write_text("alive")
+        (folder / "tmp").mkdir()
+        (folder / "tmp" / "inner.txt").write_text("alive")
+        for path in [folder, *folder.rglob("*")]:
+            path.chmod(0o755 if path.is_dir() else 0o644)
+    yield shown, hidden
+    shutil.rmtree(shown, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def pool(canaries):
+    # The first canary folder is shown to programs (read-only), the second is not.
+    with SandboxPool(2, PoolConfig(extra_paths=(str(canaries[0]),))) as sandbox_pool:
+        yield sandbox_pool
+
+
+@pytest.fixture(scope="module")
+def namespaced(pool):
+    if not pool.isolation.get("pid_namespace"):
+        pytest.skip("no PID namespace on this machine: kill(-1) and fork-bomb tests are not run without one")
+    return pool
+
+
+def _snapshot(folder):
+    return sorted((str(p.relative_to(folder)), p.read_text() if p.is_file() else None, p.stat().st_mtime_ns) for p in folder.rglob("*"))
+
+
+def _assert_canaries_untouched(canaries, before):
+    for folder, snapshot in zip(canaries, before):
+        assert _snapshot(folder) == snapshot
+
+
+def _worker_pids(pool):
+    return sorted(w.process.pid for w in pool._idle)
+
+
+def _sandbox_uid_processes(pool):
+    """Host processes running under the program uid of any of this pool's workers."""
+    uids = {w.program_uid for w in pool._idle}
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid in uids:
+                    found.append(int(entry))
+            except OSError:
+                continue
+    return found
+
+
+def _processes_with(marker):
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/cmdline", "rb") as f:
+                    if marker.encode() in f.read():
+                        found.append(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def _good_program_still_passes(pool):
+    verdict = grade(GOOD, ADD, pool, LIMITS)
+    assert verdict.correct, verdict
+
+
+# ---------------------------------------------------------------------------------------------
+# The filesystem
+
+
+def test_writes_renames_and_deletes_outside_the_scratch_dir_fail(pool, canaries):
+    shown, hidden = canaries
+    before = [_snapshot(shown), _snapshot(hidden)]
+    attacks = [
+        f"import os; os.remove({str(shown / 'canary.txt')!r})",
+        f"import os; os.rename({str(shown / 'canary.txt')!r}, {str(shown / 'moved.txt')!r})",
+        f"open({str(shown / 'canary.txt')!r}, 'w').write('owned')",
+        f"open({str(shown / 'new.txt')!r}, 'w').write('x')",
+        f"import shutil; shutil.rmtree({str(shown)!r})",
+        f"import os; os.chmod({str(shown / 'canary.txt')!r}, 0)",
+        f"import os; os.symlink('/etc/passwd', {str(shown / 'link')!r})",
+        f"open({str(hidden / 'canary.txt')!r}).read()",
+        f"import shutil; shutil.rmtree({str(hidden)!r})",
+        "import subprocess; subprocess.run('rm -rf tmp', shell=True, check=True); print(open('tmp/inner.txt').read())",
+        "open('/etc/passwd', 'a').write('x')",
+        "open('/usr/lib/reasonrl-was-here', 'w')",
+    ]
+    results = [run_program(code, limits=LIMITS, pool=pool) for code in attacks]
+    for code, result in zip(attacks, results):
+        assert result.reason == "runtime_error", (code, result)
+    _assert_canaries_untouched(canaries, before)
+    seen = run_program(f"print(open({str(shown / 'canary.txt')!r}).read())", limits=LIMITS, pool=pool)
+    assert seen.stdout == "alive\n"  # the shown folder really is visible: the writes above were refused
+    assert not os.path.exists("/usr/lib/reasonrl-was-here")
+
+
+def test_the_hidden_host_is_not_there(pool):
+    listing = run_program("import os\nprint(sorted(os.listdir('/')))\nprint(os.listdir('/tmp'))", limits=LIMITS, pool=pool)
+    assert listing.reason == "ok"
+    top = eval(listing.stdout.splitlines()[0])  # our own program's output: a list of names
+    assert "work" not in top and "home" not in top and "proc" in top
+    assert len(eval(listing.stdout.splitlines()[1])) == 1  # only this program's scratch directory
+
+
+# ---------------------------------------------------------------------------------------------
+# The network
+
+
+def test_a_local_listening_socket_is_never_reached(pool):
+    if not pool.isolation["network"].startswith("none"):
+        pytest.skip("no network namespace on this machine (the fallback says so in its isolation report)")
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(8)
+    server.settimeout(0.2)
+    port = server.getsockname()[1]
+    accepted = []
+    stop = threading.Event()
+
+    def accept_loop():
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+                accepted.append(conn)
+            except OSError:
+                pass
+
+    thread = threading.Thread(target=accept_loop, daemon=True)
+    thread.start()
+    try:
+        attempt = (
+            "import socket\n"
+            f"s = socket.create_connection(('127.0.0.1', {port}), timeout=1)\n"
+            "s.sendall(b'hello')\n"
+            "print('connected')\n"
+        )
+        result = run_program(attempt, limits=LIMITS, pool=pool)
+        assert result.reason == "runtime_error" and "connected" not in result.stdout
+        assert "unreachable" in result.stderr.lower() or "refused" in result.stderr.lower()
+        time.sleep(0.3)
+        assert accepted == []
+    finally:
+        stop.set()
+        thread.join(2)
+        server.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Processes
+
+
+def test_no_process_survives_its_verdict(pool):
+    marker = f"{uuid.uuid4().int % 10**6}.{uuid.uuid4().int % 10**6}"
+    spawner = (
+        "import os, subprocess, sys\n"
+        f"subprocess.Popen(['sleep', '{marker}'])\n"
+        f"subprocess.Popen(['sleep', '{marker}'], start_new_session=True)\n"
+        "if os.fork() == 0:\n"
+        "    os.setsid()\n"
+        "    if os.fork() == 0:\n"
+        f"        os.execvp('sleep', ['sleep', '{marker}'])\n"
+        "    os._exit(0)\n"
+        "print('spawned')\n"
+    )
+    result = run_program(spawner, limits=LIMITS, pool=pool)
+    assert result.reason == "ok" and result.stdout == "spawned\n"
+    assert _processes_with(marker) == []
+    # The same inside a test job, where the program keeps serving the judge until killed.
+    program = spawner.replace("print('spawned')\n", "") + GOOD
+    assert grade(program, ADD, pool, LIMITS).correct
+    assert _processes_with(marker) == []
+    assert _sandbox_uid_processes(pool) == []
+    _assert_no_zombies(pool)
+
+
+def _assert_no_zombies(pool):
+    for worker in pool._idle:
+        launcher = worker.process.pid
+        for pid in _children(launcher):
+            for grandchild in _children(pid):
+                with open(f"/proc/{grandchild}/stat") as f:
+                    state = f.read().rsplit(")", 1)[1].split()[0]
+                assert state != "Z", f"zombie {grandchild} under the worker"
+
+
+def _children(pid):
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize(
+    "attack",
+    [
+        "import os, signal\nos.kill(os.getppid(), signal.SIGKILL)",
+        "import os, signal\nos.kill(1, signal.SIGKILL)",
+        "import os, signal\nos.killpg(0, signal.SIGKILL)",
+        "import os, signal\nos.killpg(os.getpgid(os.getppid()), signal.SIGKILL)",
+    ],
+    ids=["kill-parent", "kill-pid-1", "kill-own-group", "kill-parent-group"],
+)
+def test_killing_parent_group_or_worker_fails_only_the_program(pool, attack):
+    workers = _worker_pids(pool)
+    program = "def add(a, b):\n" + "".join(f"    {line}\n" for line in attack.splitlines()) + "    return a + b + 1\n"
+    verdict = grade(program, ADD, pool, LIMITS)
+    assert not verdict.correct and verdict.reason in ("runtime_error", "wrong_answer"), verdict
+    result = run_program(attack + "\nprint('still here')", limits=LIMITS, pool=pool)
+    assert result.reason != "ok" or result.stdout == "still here\n"
+    _good_program_still_passes(pool)
+    assert _worker_pids(pool) == workers  # the same worker processes: none was killed
+
+
+def test_kill_minus_one_inside_the_namespace(namespaced):
+    workers = _worker_pids(namespaced)
+    program = "import os, signal\ndef add(a, b):\n    os.kill(-1, signal.SIGKILL)\n    return a - b\n"
+    verdict = grade(program, ADD, namespaced, LIMITS)
+    assert not verdict.correct
+    _good_program_still_passes(namespaced)
+    assert _worker_pids(namespaced) == workers
+
+
+def test_fork_bomb_is_bounded_and_cleaned_up(namespaced):
+    bomb = (
+        "import os\n"
+        "def add(a, b):\n"
+        "    while True:\n"
+        "        try:\n"
+        "            os.fork()\n"
+        "        except OSError:\n"
+        "            pass\n"
+    )
+    started = time.monotonic()
+    verdict = grade(bomb, ADD, namespaced, LIMITS.replace(wall_time_s=1.0, max_processes=12))
+    assert not verdict.correct and verdict.reason in ("timeout", "runtime_error")
+    assert time.monotonic() - started < 20
+    assert _sandbox_uid_processes(namespaced) == []
+    _good_program_still_passes(namespaced)
+
+
+SHORT = LIMITS.replace(wall_time_s=1.5, cpu_time_s=1.5, memory_bytes=384 << 20)
+slow = pytest.mark.slow
+
+
+@pytest.mark.parametrize(
+    "program, reasons",
+    [
+        pytest.param("import ctypes\nctypes.string_at(0)\n" + GOOD, {"runtime_error"}, id="segfault-import"),
+        pytest.param("def add(a, b):\n    import ctypes\n    ctypes.string_at(0)\n", {"runtime_error"}, id="segfault-call"),
+        pytest.param("def add(a, b):\n    return bytearray(8 << 30)\n", {"memory_limit"}, id="huge-alloc"),
+        pytest.param("def add(a, b):\n    x = []\n    while True:\n        x.append(bytearray(1 << 20))\n", {"memory_limit"}, id="memory-growth"),
+        pytest.param("def add(a, b):\n    while True:\n        print('flood' * 1000)\n", {"output_limit"}, id="output-flood"),
+        pytest.param("def add(a, b):\n    return add(a, b)\n", {"runtime_error"}, id="recursion"),
+        pytest.param("def add(a, b):\n    while True:\n        pass\n", {"timeout"}, id="busy-loop"),
+        pytest.param("import time\ndef add(a, b):\n    time.sleep(60)\n", {"timeout"}, id="sleep"),
+        # Python 3.11 frames live on the heap: an unbounded recursion ends in a crash, memory or time.
+        pytest.param("import sys\nsys.setrecursionlimit(10**7)\ndef add(a, b):\n    return add(a, b)\n",
+                     {"runtime_error", "memory_limit", "timeout"}, id="deep-recursion", marks=slow),
+        pytest.param("import os, signal\nos.kill(os.getpid(), signal.SIGSTOP)\n" + GOOD, {"timeout"}, id="sigstop", marks=slow),
+    ],
+)
+def test_crashes_and_exhaustion_fail_and_the_batch_goes_on(pool, program, reasons):
+    verdicts = grade_many([program, GOOD], [ADD, ADD], pool, SHORT, concurrency=2)
+    assert not verdicts[0].correct and verdicts[0].reason in reasons, verdicts[0]
+    assert verdicts[1].correct
+
+
+# ---------------------------------------------------------------------------------------------
+# Faked passes: none of these may count.
+
+FAKES = {
+    "os._exit at import": "import os\nos._exit(0)\n",
+    "sys.exit at import": "import sys\nsys.exit(0)\n",
+    "sys.exit in the function": "import sys\ndef add(a, b):\n    sys.exit(0)\n",
+    "os._exit in the function": "import os\ndef add(a, b):\n    os._exit(0)\n",
+    "atexit hook": "import atexit, os\natexit.register(lambda: os._exit(0))\ndef add(a, b):\n    raise RuntimeError\n",
+    "prints passed": "print('passed')\nprint('All tests passed')\ndef add(a, b):\n    print('ok')\n    return None\n",
+    "__eq__ always True": "class Yes:\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\ndef add(a, b):\n    return Yes()\n",
+    "int subclass that lies": "class Lie(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = int.__hash__\ndef add(a, b):\n    return Lie(0)\n",
+    "str subclass that lies": "class S(str):\n    def __eq__(self, other):\n        return True\n    __hash__ = str.__hash__\ndef add(a, b):\n    return S('')\n",
+    "patched AssertionError": "import builtins\nbuiltins.AssertionError = type('Nope', (Exception,), {})\ndef add(a, b):\n    return 0\n",
+    "patched isinstance and len": "import builtins\nbuiltins.isinstance = lambda *a: True\nbuiltins.len = lambda x: 0\ndef add(a, b):\n    return 0\n",
+    "caller frame": "import sys\ndef add(a, b):\n    frame = sys._getframe(1)\n    return frame.f_locals.get('expected', frame.f_back and frame.f_back.f_locals)\n",
+    "raise SystemExit from __del__": "class Bye:\n    def __del__(self):\n        raise SystemExit(0)\ndef add(a, b):\n    return Bye()\n",
+    "kill the judge": "import os, signal\ndef add(a, b):\n    for pid in range(2, 400):\n        try:\n            os.kill(pid, signal.SIGKILL)\n        except OSError:\n            pass\n    return 0\n",
+}
+
+
+def test_no_faked_pass(pool):
+    names = list(FAKES)
+    verdicts = grade_many([FAKES[n] for n in names] + [GOOD], [ADD] * (len(names) + 1), pool, LIMITS, concurrency=2)
+    for name, verdict in zip(names, verdicts):
+        assert not verdict.correct and verdict.reward == 0.0, (name, verdict)
+    assert verdicts[-1].correct
+
+
+def test_the_tests_never_enter_the_program(pool):
+    """A program that searches its memory, its files and the process table for the expected
+    value (a marker in the test) finds nothing, even after the same problem ran before on the
+    same worker."""
+    marker = f"EXPECTED_{uuid.uuid4().hex}"
+    answer = {"test": f"def check(candidate):\n    assert candidate() == {marker!r}\n", "entry_point": "leak"}
+    searcher = (
+        "import gc, os\n"
+        "def leak():\n"
+        "    for obj in gc.get_objects():\n"
+        "        for text in (obj if isinstance(obj, (list, tuple)) else [obj]):\n"
+        f"            if isinstance(text, str) and 'EXPECTED_' in text and len(text) == {len(marker)}:\n"
+        "                return text\n"
+        "    for root, dirs, files in os.walk('/tmp'):\n"
+        "        for name in files:\n"
+        "            try:\n"
+        "                data = open(os.path.join(root, name)).read()\n"
+        "            except OSError:\n"
+        "                continue\n"
+        "            if 'EXPECTED_' in data:\n"
+        "                return data[data.index('EXPECTED_'):][:41]\n"
+        "    for pid in os.listdir('/proc'):\n"
+        "        for what in ('cmdline', 'environ'):\n"
+        "            try:\n"
+        "                data = open(f'/proc/{pid}/{what}', 'rb').read().decode('latin-1')\n"
+        "            except OSError:\n"
+        "                continue\n"
+        "            if 'EXPECTED_' in data:\n"
+        "                return data[data.index('EXPECTED_'):][:41]\n"
+        "    return None\n"
+    )
+    # A sanity check of the searcher itself: with the marker in its own memory, it finds it.
+    control = searcher.replace("def leak():", f"HELD = [{marker!r}]\ndef leak():")
+    assert grade(control, answer, pool, LIMITS).correct
+    honest_first = grade("def leak():\n    return 'no idea'\n", answer, pool, LIMITS)
+    assert not honest_first.correct
+    for _ in range(2):  # both workers have now run this problem at least once
+        verdict = grade(searcher, answer, pool, LIMITS)
+        assert not verdict.correct and verdict.reason == "wrong_answer", verdict
+
+
+def test_expected_stdout_never_enters_the_sandbox(pool):
+    marker = f"OUT_{uuid.uuid4().hex}"
+    answer = {"io": [{"input": "1\n", "output": marker + "\n"}]}
+    searcher = (
+        "import gc, os, stat, sys\n"
+        "found = None\n"
+        "for obj in gc.get_objects():\n"
+        "    if isinstance(obj, str) and obj.startswith('OUT_'):\n"
+        "        found = obj\n"
+        "for top in ('/tmp', '/dev/shm', '/proc'):\n"
+        "    for root, dirs, files in os.walk(top):\n"
+        "        if root.count('/') > 3:\n"
+        "            dirs[:] = []\n"
+        "        for name in files:\n"
+        "            path = os.path.join(root, name)\n"
+        "            try:\n"
+        "                if not stat.S_ISREG(os.lstat(path).st_mode):\n"
+        "                    continue\n"
+        "                data = open(path, errors='ignore').read(1 << 16)\n"
+        "            except OSError:\n"
+        "                continue\n"
+        "            if 'OUT_' in data:\n"
+        "                found = data[data.index('OUT_'):][:36]\n"
+        "data = sys.stdin.read()\n"
+        "print(found)\n"
+    )
+    verdict = grade(searcher, answer, pool, LIMITS.replace(wall_time_s=10.0, cpu_time_s=10.0))
+    assert not verdict.correct and verdict.reason == "wrong_answer", verdict
+    assert verdict.details["stdout_tail"] == "None\n"
+
+
+def test_the_code_verifier_survives_a_hostile_batch():
+    verifier = CodeVerifier(wall_time_s=3.0, max_processes=16)
+    programs = [GOOD, FAKES["os._exit at import"], GOOD, "def add(a, b):\n    while True: print('x' * 999)\n", GOOD,
+                "import ctypes\nctypes.string_at(0)\n", GOOD]
+    verdicts = verifier.verify_batch(programs, [ADD] * len(programs), workers=2)
+    assert [v.correct for v in verdicts] == [True, False, True, False, True, False, True]
+    assert verdicts[3].reason == "output_limit"
+    assert all("isolation" in v.details for v in verdicts)

@@ -1,0 +1,252 @@
+"""Plain-data codec and message framing between the judge and the candidate process.
+
+Why a codec of our own rather than pickle: the judge (the process that runs the tests and
+alone can say "passed") must never run code chosen by the candidate. Unpickling runs
+arbitrary callables; this decoder only ever builds the exact built-in types listed below, so a
+value that crosses from the candidate is *data* and nothing else. An object of any other type,
+including a subclass of ``int`` or ``list`` whose ``__eq__`` always answers True, never crosses
+by value: the candidate keeps it and the judge gets an opaque handle (see ``judge.RemoteObject``).
+
+Wire form: JSON. ``None``, ``bool``, ``str``, ``float`` and small ``int`` are JSON scalars; every
+container or other type is a JSON list whose first item is a one/two-letter tag:
+
+=====  ===============================  =====  ===============================
+``l``  list                             ``t``  tuple
+``s``  set                              ``f``  frozenset
+``d``  dict (k0, v0, k1, v1, ...)       ``b``  bytes (latin-1 text)
+``y``  bytearray (latin-1 text)         ``i``  int beyond 64 bits (hex text)
+``c``  complex (re, im)                 ``r``  range (start, stop, step)
+``F``  fractions.Fraction (num, den)    ``D``  decimal.Decimal (text)
+``C``  collections.Counter (as ``d``)   ``O``  collections.OrderedDict (as ``d``)
+``dd`` defaultdict (factory name, as d) ``q``  collections.deque (maxlen, items...)
+``e``  Ellipsis                         ``h``  handle to a candidate object (id, type name)
+=====  ===============================  =====  ===============================
+
+Frames: 4-byte big-endian length, then that many bytes of UTF-8 JSON.
+"""
+from __future__ import annotations
+
+import collections
+import decimal
+import fractions
+import json
+import os
+import struct
+from typing import Any, Callable
+
+# The largest frame either side accepts (a candidate returning a gigantic value is a failure,
+# not a reason for the judge to run out of memory).
+MAX_FRAME_BYTES = 64 * 1024 * 1024
+# Deeper nesting than this is sent as a handle (encode) or refused (decode).
+MAX_DEPTH = 200
+
+_SMALL_INT = 1 << 63
+_DEFAULTDICT_FACTORIES = {"int": int, "float": float, "str": str, "list": list, "dict": dict, "set": set, "tuple": tuple, "bool": bool}
+
+
+class ProtocolError(Exception):
+    """A frame or value that does not follow the wire form (a hostile or dead peer)."""
+
+
+class Unencodable(Exception):
+    """Raised by :func:`encode` when ``on_other`` is None and a value is not plain data."""
+
+
+def encode(value: Any, on_other: Callable[[Any], list] | None = None, depth: int = 0) -> Any:
+    """Turn ``value`` into its JSON-able wire form; exact types only (``type(v) is int``, not isinstance).
+
+    ``on_other(obj)`` is called for anything else and returns the wire form to use (a handle);
+    without it such a value raises :class:`Unencodable`.
+    """
+    kind = type(value)
+    if value is None or kind is bool or kind is str:
+        return value
+    if kind is int:
+        return value if -_SMALL_INT < value < _SMALL_INT else ["i", format(value, "x")]
+    if kind is float:
+        return value
+    if depth > MAX_DEPTH:
+        return _other(value, on_other)
+    depth += 1
+    if kind is list:
+        return ["l", *[encode(v, on_other, depth) for v in value]]
+    if kind is tuple:
+        return ["t", *[encode(v, on_other, depth) for v in value]]
+    if kind is dict:
+        return ["d", *_encode_items(value, on_other, depth)]
+    if kind is set:
+        return ["s", *[encode(v, on_other, depth) for v in value]]
+    if kind is frozenset:
+        return ["f", *[encode(v, on_other, depth) for v in value]]
+    if kind is bytes:
+        return ["b", value.decode("latin-1")]
+    if kind is bytearray:
+        return ["y", value.decode("latin-1")]
+    if kind is complex:
+        return ["c", value.real, value.imag]
+    if kind is range:
+        return ["r", encode(value.start), encode(value.stop), encode(value.step)]
+    if kind is fractions.Fraction:
+        return ["F", encode(value.numerator), encode(value.denominator)]
+    if kind is decimal.Decimal:
+        return ["D", str(value)]
+    if kind is collections.Counter:
+        return ["C", *_encode_items(value, on_other, depth)]
+    if kind is collections.OrderedDict:
+        return ["O", *_encode_items(value, on_other, depth)]
+    if kind is collections.defaultdict:
+        factory = value.default_factory
+        name = getattr(factory, "__name__", None)
+        if factory is None or _DEFAULTDICT_FACTORIES.get(name) is factory:
+            return ["dd", name if factory is not None else None, *_encode_items(value, on_other, depth)]
+        return _other(value, on_other)
+    if kind is collections.deque:
+        return ["q", value.maxlen, *[encode(v, on_other, depth) for v in value]]
+    if value is Ellipsis:
+        return ["e"]
+    return _other(value, on_other)
+
+
+def _encode_items(mapping: dict, on_other: Any, depth: int) -> list:
+    out = []
+    for key, item in mapping.items():
+        out.append(encode(key, on_other, depth))
+        out.append(encode(item, on_other, depth))
+    return out
+
+
+def _other(value: Any, on_other: Callable[[Any], list] | None) -> Any:
+    if on_other is None:
+        raise Unencodable(type(value).__name__)
+    return on_other(value)
+
+
+def decode(wire: Any, on_handle: Callable[[int, str], Any] | None = None, depth: int = 0) -> Any:
+    """Rebuild a value from its wire form, building only the built-in types of the table above.
+
+    ``on_handle(id, type_name)`` makes the local stand-in for a ``["h", id, name]`` handle;
+    without it a handle is a :class:`ProtocolError`. Malformed input raises :class:`ProtocolError`.
+    """
+    kind = type(wire)
+    if wire is None or kind is bool or kind is str or kind is float:
+        return wire
+    if kind is int:
+        return wire
+    if kind is not list or not wire or type(wire[0]) is not str:
+        raise ProtocolError(f"malformed value of type {kind.__name__}")
+    if depth > MAX_DEPTH + 2:
+        raise ProtocolError("value nested too deeply")
+    depth += 1
+    tag, rest = wire[0], wire[1:]
+    try:
+        if tag == "l":
+            return [decode(v, on_handle, depth) for v in rest]
+        if tag == "t":
+            return tuple(decode(v, on_handle, depth) for v in rest)
+        if tag == "d":
+            return dict(_decode_items(rest, on_handle, depth))
+        if tag == "s":
+            return {decode(v, on_handle, depth) for v in rest}
+        if tag == "f":
+            return frozenset(decode(v, on_handle, depth) for v in rest)
+        if tag == "i":
+            return int(_text(rest[0]), 16)
+        if tag == "b":
+            return _text(rest[0]).encode("latin-1")
+        if tag == "y":
+            return bytearray(_text(rest[0]).encode("latin-1"))
+        if tag == "c":
+            return complex(_float(rest[0]), _float(rest[1]))
+        if tag == "r":
+            return range(_int(decode(rest[0])), _int(decode(rest[1])), _int(decode(rest[2])))
+        if tag == "F":
+            return fractions.Fraction(_int(decode(rest[0])), _int(decode(rest[1])))
+        if tag == "D":
+            return decimal.Decimal(_text(rest[0]))
+        if tag == "C":
+            return collections.Counter(dict(_decode_items(rest, on_handle, depth)))
+        if tag == "O":
+            return collections.OrderedDict(_decode_items(rest, on_handle, depth))
+        if tag == "dd":
+            name = rest[0]
+            factory = None if name is None else _DEFAULTDICT_FACTORIES[_text(name)]
+            return collections.defaultdict(factory, _decode_items(rest[1:], on_handle, depth))
+        if tag == "q":
+            maxlen = rest[0]
+            if maxlen is not None:
+                maxlen = _int(maxlen)
+            return collections.deque((decode(v, on_handle, depth) for v in rest[1:]), maxlen)
+        if tag == "e":
+            return Ellipsis
+        if tag == "h":
+            if on_handle is None:
+                raise ProtocolError("unexpected handle")
+            return on_handle(_int(rest[0]), _text(rest[1]))
+    except ProtocolError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, ArithmeticError, decimal.InvalidOperation) as exc:
+        raise ProtocolError(f"malformed {tag!r} value: {type(exc).__name__}: {exc}") from None
+    raise ProtocolError(f"unknown tag {tag!r}")
+
+
+def _decode_items(items: list, on_handle: Any, depth: int) -> list:
+    if len(items) % 2:
+        raise ProtocolError("odd number of items in a mapping")
+    return [(decode(items[i], on_handle, depth), decode(items[i + 1], on_handle, depth)) for i in range(0, len(items), 2)]
+
+
+def _text(value: Any) -> str:
+    if type(value) is not str:
+        raise ProtocolError("expected text")
+    return value
+
+
+def _int(value: Any) -> int:
+    if type(value) is not int:
+        raise ProtocolError("expected an integer")
+    return value
+
+
+def _float(value: Any) -> float:
+    if type(value) not in (int, float):
+        raise ProtocolError("expected a number")
+    return float(value)
+
+
+# ---------------------------------------------------------------------------------------------
+# Framing over a blocking file descriptor (a socketpair end).
+
+
+def send_frame(fd: int, message: Any) -> None:
+    """Send one JSON message (already in wire form) as a length-prefixed frame."""
+    data = json.dumps(message, separators=(",", ":")).encode("utf-8", "surrogatepass")
+    if len(data) > MAX_FRAME_BYTES:
+        raise ProtocolError(f"message of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    view = memoryview(struct.pack(">I", len(data)) + data)
+    while view:
+        sent = os.write(fd, view)
+        view = view[sent:]
+
+
+def recv_frame(fd: int) -> Any:
+    """Receive one frame; raises EOFError when the peer has gone, ProtocolError when it is malformed."""
+    header = _read_exact(fd, 4)
+    (length,) = struct.unpack(">I", header)
+    if length > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+    data = _read_exact(fd, length)
+    try:
+        return json.loads(data.decode("utf-8", "surrogatepass"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+        raise ProtocolError(f"frame is not JSON: {exc}") from None
+
+
+def _read_exact(fd: int, n: int) -> bytes:
+    chunks = []
+    while n:
+        chunk = os.read(fd, min(n, 1 << 20))
+        if not chunk:
+            raise EOFError("peer closed the connection")
+        chunks.append(chunk)
+        n -= len(chunk)
+    return b"".join(chunks)

@@ -1,0 +1,376 @@
+"""What runs inside the judge process: the tests, calling into the candidate process over a socket.
+
+The judge alone decides "passed", and it runs only trusted code (the tests from the problem's
+``answer`` and this module). The program under test lives in another process, under another
+uid where the machine allows it; the judge reaches its functions through
+:class:`RemoteObject` stand-ins. What the program returns crosses as plain data
+(:mod:`~reasonrl.verifiers.code.codec`: exact built-in types only), so:
+
+* ``assert candidate(x) == y`` compares two plain values in the judge: an object whose
+  ``__eq__`` always answers True, or an ``int`` subclass that lies, never gets here by value.
+  It arrives as a handle, and a handle never equals a plain value.
+* ``sys.exit(0)``, ``os._exit(0)``, killing its own process group or an ``atexit`` hook in the
+  program ends or fails the *candidate* process; the judge sees a dead peer and fails the test.
+* The tests and the expected values never enter the candidate process, so the program cannot
+  read them (from a caller's frame, the stack or its memory).
+
+Operations between handles (``sorted`` over objects of a class the program defined, ``==``
+between two such objects) do run the program's methods: a test that asks for that trusts the
+program's semantics by construction, as it would in-process. A handle next to a plain value
+answers ``NotImplemented`` for comparisons and arithmetic.
+"""
+from __future__ import annotations
+
+import builtins
+import os
+import sys
+from typing import Any
+
+from reasonrl.verifiers.code import codec
+
+
+# Compiled test code by source text: a kept judge sees the same problem many times (a GRPO group
+# holds several samples of one prompt). Bounded; only trusted test sources are keys.
+_COMPILED: dict[tuple[str, str], Any] = {}
+_COMPILED_MAX = 512
+
+
+def _compile(source: str, filename: str) -> Any:
+    key = (source, filename)
+    code = _COMPILED.get(key)
+    if code is None:
+        code = compile(source, filename, "exec")
+        if len(_COMPILED) >= _COMPILED_MAX:
+            _COMPILED.clear()
+        _COMPILED[key] = code
+    return code
+
+
+class CandidateDied(Exception):
+    """The candidate process closed the connection (it exited, crashed or was killed)."""
+
+
+class CandidateError(Exception):
+    """The program raised an exception that is not a built-in ``Exception`` subclass (``SystemExit``, its own class, ...)."""
+
+    def __init__(self, type_name: str, message: str) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+
+
+class Connection:
+    """The judge's end of the socket to the candidate."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.calls = 0
+        # The exception types the program raised, most recent last (labels a failure).
+        self.raised: list[str] = []
+
+    def request(self, message: list) -> list:
+        try:
+            codec.send_frame(self.fd, message)
+            reply = codec.recv_frame(self.fd)
+        except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
+            raise CandidateDied(f"the program's process ended during the tests ({exc})") from None
+        if type(reply) is not list or not reply:
+            raise codec.ProtocolError("malformed reply")
+        if reply[0] == "x":
+            type_name, message_text = str(reply[1]), str(reply[2])
+            self.raised.append(type_name)
+            raise _exception_from(type_name, message_text)
+        if reply[0] != "v":
+            raise codec.ProtocolError(f"unexpected reply {reply[0]!r}")
+        return reply
+
+    def value(self, reply: list) -> Any:
+        return codec.decode(reply[1], self.make_handle)
+
+    def make_handle(self, key: int, type_name: str) -> "RemoteObject":
+        return RemoteObject(self, key, type_name)
+
+    def get(self, name: str) -> Any:
+        return self.value(self.request(["get", name]))
+
+    def wait_loaded(self) -> list:
+        try:
+            message = codec.recv_frame(self.fd)
+        except EOFError:
+            raise CandidateDied("the program's process ended while loading") from None
+        return message
+
+
+def _exception_from(type_name: str, message: str) -> BaseException:
+    cls = getattr(builtins, type_name, None)
+    # Built-in Exception subclasses are re-raised as themselves so `except ValueError` in a test
+    # works; SystemExit, KeyboardInterrupt and the program's own classes become CandidateError.
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:
+            pass
+    return CandidateError(type_name, message)
+
+
+def _encode_argument(value: Any) -> Any:
+    def other(obj: Any) -> list:
+        if isinstance(obj, RemoteObject):
+            return ["h", obj._key, obj._type_name]
+        raise TypeError(f"cannot pass a {type(obj).__name__} to the program under test (only plain data and its own objects)")
+
+    return codec.encode(value, other)
+
+
+class RemoteObject:
+    """Stand-in for an object that lives in the candidate process (a function, an instance, an iterator)."""
+
+    __slots__ = ("_conn", "_key", "_type_name")
+
+    def __init__(self, conn: Connection, key: int, type_name: str) -> None:
+        self._conn = conn
+        self._key = key
+        self._type_name = type_name
+
+    def __repr__(self) -> str:  # local: never asks the program (used in assertion messages)
+        return f"<{self._type_name} object of the program under test>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        conn = self._conn
+        conn.calls += 1
+        reply = conn.request(
+            ["call", self._key, [_encode_argument(a) for a in args], {str(k): _encode_argument(v) for k, v in kwargs.items()}]
+        )
+        result = conn.value(reply)
+        for index, wire in reply[2] if len(reply) > 2 and type(reply[2]) is list else []:
+            _copy_back(args[index], codec.decode(wire, conn.make_handle))
+        return result
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("__"):
+            raise AttributeError(name)
+        return self._conn.value(self._conn.request(["attr", self._key, name]))
+
+    def _op(self, name: str, *args: Any) -> Any:
+        return self._conn.value(self._conn.request(["op", self._key, name, [_encode_argument(a) for a in args]]))
+
+    def _typed_op(self, name: str, kind: type) -> Any:
+        value = self._op(name)
+        if type(value) is not kind:
+            raise TypeError(f"{name}() of the program's {self._type_name} returned {type(value).__name__}, not {kind.__name__}")
+        return value
+
+    def __iter__(self) -> Any:
+        iterator = self._op("iter")
+        if not isinstance(iterator, RemoteObject):
+            raise TypeError("iter() of the program's object did not return an iterator")
+        conn = self._conn
+        while True:
+            reply = conn.request(["next", iterator._key])
+            items = conn.value(reply)
+            yield from items
+            if reply[2]:
+                return
+
+    def __len__(self) -> int:
+        return self._typed_op("len", int)
+
+    def __bool__(self) -> bool:
+        return self._typed_op("bool", bool)
+
+    def __str__(self) -> str:
+        return self._typed_op("str", str)
+
+    def __int__(self) -> int:
+        return self._typed_op("int", int)
+
+    def __float__(self) -> float:
+        return self._typed_op("float", float)
+
+    def __index__(self) -> int:
+        return self._typed_op("index", int)
+
+    def __hash__(self) -> int:
+        return self._typed_op("hash", int)
+
+    def __getitem__(self, key: Any) -> Any:
+        return self._op("getitem", key)
+
+    def __contains__(self, item: Any) -> bool:
+        return bool(self._op("contains", item))
+
+    def __abs__(self) -> Any:
+        return self._op("abs")
+
+    def __neg__(self) -> Any:
+        return self._op("neg")
+
+
+def _between_handles(name: str):
+    # Comparisons and arithmetic run the program's method only when both sides are its objects.
+    def method(self: RemoteObject, other: Any) -> Any:
+        if not isinstance(other, RemoteObject):
+            return NotImplemented
+        return self._op(name, other)
+
+    method.__name__ = f"__{name}__"
+    return method
+
+
+for _name in ("eq", "ne", "lt", "le", "gt", "ge", "add", "sub", "mul", "truediv", "floordiv", "mod", "pow"):
+    setattr(RemoteObject, f"__{_name}__", _between_handles(_name))
+
+
+def _copy_back(original: Any, new: Any) -> None:
+    """Apply an in-place change the program made to an argument to the judge's own copy."""
+    kind = type(original)
+    if kind is not type(new):
+        return
+    if kind is list or kind is bytearray:
+        original[:] = new
+    elif kind is dict or kind is set:
+        original.clear()
+        original.update(new)
+
+
+class TestNamespace(dict):
+    """Globals for the test code: names the tests do not define and that are not built-ins are
+    looked up in the program (``similar_elements`` in an MBPP assert, a class ``Pair`` it defines).
+
+    Built-ins always win, so a program that redefines ``len`` or ``isinstance`` does not change
+    what the tests mean.
+    """
+
+    def __init__(self, conn: Connection) -> None:
+        super().__init__()
+        self._conn = conn
+        self["__name__"] = "__test__"
+        self["__builtins__"] = builtins
+
+    def __missing__(self, name: str) -> Any:
+        if hasattr(builtins, name) or name.startswith("__"):
+            raise KeyError(name)
+        try:
+            value = self._conn.get(name)
+        except NameError:
+            raise KeyError(name) from None
+        self[name] = value
+        return value
+
+
+def run_tests(spec: dict, conn: Connection) -> dict:
+    """Run the tests of ``spec`` against the program behind ``conn``; the result dict is the judge's report."""
+    try:
+        loaded = conn.wait_loaded()
+    except (CandidateDied, codec.ProtocolError) as exc:
+        return {"status": "load_error", "kind": "runtime_error", "error": type(exc).__name__, "message": str(exc)}
+    if loaded[:1] == ["load_error"]:
+        return {"status": "load_error", "kind": loaded[1], "error": loaded[2], "message": loaded[3]}
+    if loaded != ["loaded"]:
+        return {"status": "failed", "origin": "protocol", "error": "ProtocolError", "message": "unexpected first message"}
+    namespace = TestNamespace(conn)
+    kind = spec["kind"]
+    done = 0
+    try:
+        for filename, source in spec.get("setup", []):
+            if filename == "<prompt>":
+                # The problem's own helpers (HumanEval/32's ``poly``) are defined here, trusted;
+                # a prompt that does not run here only loses that (its names come from the program).
+                try:
+                    exec(_compile(source, filename), namespace, namespace)
+                except Exception:
+                    pass
+                continue
+            exec(_compile(source, filename), namespace, namespace)
+        # The functions under test are the program's, even where a name is also a built-in
+        # (MBPP 126 tests a function called ``sum``) or a prompt stub (HumanEval/33's check calls
+        # ``sort_third`` by name). Only these names: a program that defines ``set`` or ``len``
+        # does not change what the rest of a test means.
+        for name in spec.get("entry_points", []):
+            namespace.pop(name, None)
+            try:
+                namespace[name] = conn.get(name)
+            except NameError:
+                pass
+        if kind == "humaneval":
+            exec(_compile(spec["test"], "<test>"), namespace, namespace)
+            check = namespace["check"]
+            candidate = conn.get(spec["entry_point"])
+            if not callable(candidate):
+                return {"status": "failed", "origin": "candidate", "error": "TypeError",
+                        "message": f"{spec['entry_point']} is a {type(candidate).__name__}, not a function"}
+            check(candidate)
+            done = 1
+        else:
+            for done, source in enumerate(spec["tests"]):
+                exec(_compile(source, f"<test {done}>"), namespace, namespace)
+            done = len(spec["tests"])
+    except BaseException as exc:  # any way out of the tests but the end is a failure
+        origin = "candidate" if isinstance(exc, (CandidateDied, CandidateError)) or (
+            conn.raised and type(exc).__name__ == conn.raised[-1]
+        ) else "test"
+        if isinstance(exc, codec.ProtocolError):
+            origin = "protocol"
+        if isinstance(exc, NameError) and "is not defined" in str(exc):
+            origin = "candidate"  # the program does not define a name the tests use
+        return {
+            "status": "failed", "origin": origin, "error": type(exc).__name__, "message": str(exc)[:2000],
+            "tests_passed": done, "calls": conn.calls, "program_raised": conn.raised[-1:] or None,
+        }
+    return {"status": "passed", "tests_passed": done, "calls": conn.calls}
+
+
+def judge_report(spec: dict, rpc_fd: int) -> dict:
+    """Run one job's tests over ``rpc_fd`` and return the report (never raises)."""
+    try:
+        return run_tests(spec, Connection(rpc_fd))
+    except BaseException as exc:
+        return {"status": "failed", "origin": "judge", "error": type(exc).__name__, "message": str(exc)[:2000]}
+
+
+def serve_jobs(sock_fd: int) -> None:
+    """Entry point of a judge process kept across jobs: receive ``(tests fd, socket to the program)``
+    per job from the worker, answer with the report. Never returns."""
+    import json
+    import socket
+
+    sys.setrecursionlimit(max(sys.getrecursionlimit(), 3000))
+    sock = socket.socket(fileno=sock_fd)
+    while True:
+        try:
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
+        except OSError:
+            os._exit(0)
+        if not data:
+            os._exit(0)
+        job = json.loads(data).get("job")
+        tests_fd, rpc_fd = (fds + [-1, -1])[:2]
+        try:
+            spec = json.loads(_read_all(tests_fd))
+            report = judge_report(spec, rpc_fd)
+        except BaseException as exc:
+            report = {"status": "failed", "origin": "judge", "error": type(exc).__name__, "message": str(exc)[:2000]}
+        finally:
+            for fd in fds:
+                try:
+                    os.close(fd)
+                except OSError:
+                    pass
+        report["job"] = job
+        try:
+            payload = json.dumps(report).encode()
+        except (TypeError, ValueError):
+            payload = json.dumps({"status": "failed", "origin": "judge", "error": "BadReport", "message": "", "job": job}).encode()
+        try:
+            sock.send(payload)
+        except OSError:
+            os._exit(0)
+
+
+def _read_all(fd: int) -> bytes:
+    chunks, offset = [], 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)

@@ -1,0 +1,374 @@
+"""The caller's side of the sandbox: a pool of warm worker processes, one job at a time each.
+
+A worker (see :mod:`~reasonrl.verifiers.code.worker`) is started lazily, the first time a job
+finds no idle one and the pool is below its size, so a sequential ``verify`` loop only ever
+starts one. Jobs from many threads are spread over the workers; a worker that dies (or stops
+answering) gives its job a ``worker_died`` result and is replaced by the next job that needs it.
+
+Pools are shared per process and per :class:`PoolConfig` through :func:`get_pool`; a process
+forked from the owner gets its own (sockets to another process's workers are never reused).
+"""
+from __future__ import annotations
+
+import atexit
+import json
+import os
+import select
+import socket
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+from reasonrl.verifiers.code import isolation as isolation_module
+from reasonrl.verifiers.code.worker import DEFAULT_PRELOAD
+
+# Extra seconds the caller waits for a worker's answer beyond the job's own wall limit (the
+# worker enforces the limit; this only catches a worker that hangs or is stopped).
+ANSWER_GRACE_S = 15.0
+_BOOTSTRAP = (
+    "import json, sys\n"
+    "config = json.loads(sys.argv[1])\n"
+    "sys.path[:0] = [p for p in config['sys_path'] if p not in sys.path]\n"
+    "from reasonrl.verifiers.code.worker import main\n"
+    "main(config)\n"
+)
+
+
+class SandboxStartError(RuntimeError):
+    """A sandbox worker could not be started (or could not put the requested isolation in force)."""
+
+
+class WorkerDied(RuntimeError):
+    """The worker running a job died or stopped answering."""
+
+
+@dataclass(frozen=True)
+class PoolConfig:
+    """How the workers are isolated (shared by every job of a pool).
+
+    Attributes:
+        isolation: ``auto`` (strongest this machine allows), ``namespaces``, ``userns`` or ``rlimits``
+            (see :mod:`~reasonrl.verifiers.code.isolation`); an explicit level that is refused is an error.
+        uid_base: first uid of the range the sandbox runs programs under when it is root (two per worker).
+        preload: modules imported once per worker so each program gets them for free.
+        extra_paths: host paths to show programs read-only, besides the system and Python directories
+            (not under ``/tmp`` or ``/dev/shm``, which are the sandbox's own; programs run under an
+            unprivileged uid, so the files must be world-readable).
+        tmp_size: size cap of the private ``/tmp`` tmpfs that holds the scratch directories.
+        shm_size: size cap of the private ``/dev/shm``.
+        startup_timeout_s: how long a worker may take to say it is ready.
+    """
+
+    isolation: str = "auto"
+    uid_base: int = isolation_module.DEFAULT_UID_BASE
+    preload: tuple[str, ...] = DEFAULT_PRELOAD
+    extra_paths: tuple[str, ...] = ()
+    tmp_size: str = "256m"
+    shm_size: str = "64m"
+    startup_timeout_s: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.isolation not in isolation_module.MODES:
+            raise ValueError(f"isolation must be one of {', '.join(isolation_module.MODES)}, got {self.isolation!r}")
+
+
+_slot_lock = threading.Lock()
+_next_slot = 0
+
+
+def _allocate_slot() -> int:
+    """A worker number for its uids: distinct within this process, and spread across processes."""
+    global _next_slot
+    with _slot_lock:
+        _next_slot += 1
+        return (os.getpid() % 16384) * 1024 + _next_slot % 1024
+
+
+def _worker_environment() -> dict[str, str]:
+    # Scrubbed: nothing of the caller's environment (tokens, proxies, paths) reaches the sandbox.
+    return {
+        "PATH": "/usr/local/bin:/usr/bin:/bin",
+        "LANG": "C.UTF-8",
+        "MALLOC_ARENA_MAX": "2",  # glibc reserves 64 MiB of address space per thread arena otherwise
+        "OPENBLAS_NUM_THREADS": "1",
+        "OMP_NUM_THREADS": "1",
+    }
+
+
+class WorkerProcess:
+    """One worker: its launcher process and the control socket to it."""
+
+    def __init__(self, config: PoolConfig) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        slot = _allocate_slot()
+        # The uids this worker's programs and judge run under (where the worker is root).
+        self.program_uid, self.judge_uid = config.uid_base + 2 * slot, config.uid_base + 2 * slot + 1
+        worker_config = {
+            "sys_path": [p for p in sys.path if p and os.path.isabs(p)],
+            "isolation": config.isolation,
+            "worker_index": slot,
+            "uid_base": config.uid_base,
+            "preload": list(config.preload),
+            "extra_paths": list(config.extra_paths),
+            "tmp_size": config.tmp_size,
+            "shm_size": config.shm_size,
+            "sock_fd": theirs.fileno(),
+        }
+        self.sock = ours
+        try:
+            self.process = subprocess.Popen(
+                [sys.executable, "-I", "-c", _BOOTSTRAP, json.dumps(worker_config)],
+                pass_fds=[theirs.fileno()], env=_worker_environment(), cwd="/",
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            )
+        finally:
+            theirs.close()
+        ready = self._receive(config.startup_timeout_s, "start-up")
+        message = json.loads(ready[0] or b"{}")
+        if not message.get("ready"):
+            self.kill()
+            hint = "" if config.isolation == "rlimits" else " (isolation='rlimits' needs no namespaces)"
+            raise SandboxStartError((message.get("fatal") or "the sandbox worker exited during start-up") + hint)
+        self.isolation: dict = message["isolation"]
+
+    def _receive(self, timeout: float, what: str) -> tuple[bytes, list[int]]:
+        ready, _, _ = select.select([self.sock], [], [], timeout)
+        if not ready:
+            self.kill()
+            raise WorkerDied(f"the sandbox worker gave no answer within {timeout:g}s ({what})")
+        try:
+            data, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 4)
+        except OSError as exc:
+            raise WorkerDied(f"the sandbox worker's socket failed: {exc}") from None
+        if not data:
+            raise WorkerDied("the sandbox worker exited")
+        return data, fds
+
+    def run(self, header: dict, fds: list[int], timeout: float) -> tuple[dict, list[int]]:
+        try:
+            socket.send_fds(self.sock, [json.dumps(header).encode()], fds)
+        except OSError as exc:
+            raise WorkerDied(f"could not send the job to the sandbox worker: {exc}") from None
+        data, out_fds = self._receive(timeout, "job")
+        return json.loads(data), out_fds
+
+    def kill(self) -> None:
+        try:
+            self.process.kill()  # the worker has PDEATHSIG=SIGKILL on the launcher: it goes too
+            self.process.wait(timeout=10)
+        except Exception:
+            pass
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+    def close(self) -> None:
+        try:
+            self.sock.close()  # EOF: the worker exits and its namespace with everything in it
+        except OSError:
+            pass
+        try:
+            self.process.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.kill()
+
+
+@dataclass
+class JobSpec:
+    """One program to run: its source, optional stdin, optional tests (run by a judge process)."""
+
+    source: str
+    limits: dict
+    stdin: bytes | None = None
+    tests: dict | None = None
+    extra: dict = field(default_factory=dict)
+
+
+def _memfd(name: str, data: bytes) -> int:
+    fd = os.memfd_create(name)
+    view = memoryview(data)
+    while view:
+        view = view[os.write(fd, view):]
+    os.lseek(fd, 0, os.SEEK_SET)  # the child shares this file offset: it must read from the start
+    return fd
+
+
+def _read_memfd(fd: int) -> bytes:
+    try:
+        chunks, offset = [], 0
+        while True:
+            chunk = os.pread(fd, 1 << 20, offset)
+            if not chunk:
+                return b"".join(chunks)
+            chunks.append(chunk)
+            offset += len(chunk)
+    finally:
+        os.close(fd)
+
+
+class SandboxPool:
+    """Up to ``size`` warm workers; :meth:`execute` runs one job, :meth:`map` many across all of them."""
+
+    def __init__(self, size: int | None = None, config: PoolConfig | None = None) -> None:
+        self.size = max(1, size or _usable_cores())
+        self.config = config or PoolConfig()
+        self._idle: list[WorkerProcess] = []
+        self._count = 0
+        self._cond = threading.Condition()
+        self._closed = False
+        self._owner_pid = os.getpid()
+        self._isolation: dict | None = None
+        self.stats = {"jobs": 0, "workers_started": 0, "worker_deaths": 0}
+
+    @property
+    def isolation(self) -> dict:
+        """What isolation the workers run with (starts one worker if none has started yet)."""
+        if self._isolation is None:
+            worker = self._acquire()
+            self._release(worker)
+        return dict(self._isolation or {})
+
+    def _acquire(self) -> WorkerProcess:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise RuntimeError("this SandboxPool is closed")
+                if self._idle:
+                    return self._idle.pop()
+                if self._count < self.size:
+                    self._count += 1
+                    break
+                self._cond.wait()
+        try:
+            worker = WorkerProcess(self.config)
+        except BaseException:
+            with self._cond:
+                self._count -= 1
+                self._cond.notify()
+            raise
+        self.stats["workers_started"] += 1
+        self._isolation = worker.isolation
+        return worker
+
+    def _release(self, worker: WorkerProcess | None) -> None:
+        with self._cond:
+            if worker is None:
+                self._count -= 1
+            elif self._closed:
+                worker.close()
+                self._count -= 1
+            else:
+                self._idle.append(worker)
+            self._cond.notify()
+
+    def execute(self, job: JobSpec) -> dict:
+        """Run one job; the raw result dict of the worker plus ``stdout``/``stderr`` bytes and ``isolation``."""
+        fds, names = [], []
+        try:
+            fds.append(_memfd("program", job.source.encode("utf-8", "surrogatepass")))
+            names.append("code")
+            if job.tests is not None:
+                fds.append(_memfd("tests", json.dumps(job.tests).encode()))
+                names.append("tests")
+            if job.stdin is not None:
+                fds.append(_memfd("stdin", job.stdin))
+                names.append("stdin")
+            header = {"fds": names, "limits": job.limits, **job.extra}
+            worker = self._acquire()
+            try:
+                raw, out_fds = worker.run(header, fds, job.limits["wall_time_s"] + ANSWER_GRACE_S)
+            except WorkerDied as exc:
+                worker.kill()
+                self._release(None)
+                self.stats["worker_deaths"] += 1
+                return {"worker_died": str(exc), "isolation": dict(self._isolation or {}), "stdout": b"", "stderr": b""}
+            self._release(worker)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.stats["jobs"] += 1
+        if "inline_stdout" in raw:
+            raw["stdout"] = raw.pop("inline_stdout").encode("latin-1")
+            raw["stderr"] = raw.pop("inline_stderr").encode("latin-1")
+        else:
+            outputs = [_read_memfd(fd) for fd in out_fds]
+            raw["stdout"], raw["stderr"] = (outputs + [b"", b""])[:2]
+        raw["isolation"] = worker.isolation
+        return raw
+
+    def map(self, function: Callable[[Any], Any], items: Sequence[Any], concurrency: int | None = None) -> list:
+        """``[function(item) for item in items]`` on ``concurrency`` threads (default: the pool size).
+
+        ``function`` typically calls :meth:`execute` one or more times; threads only wait on
+        sockets, the work happens in the workers.
+        """
+        items = list(items)
+        threads = max(1, min(concurrency or self.size, len(items) or 1))
+        if threads == 1:
+            return [function(item) for item in items]
+        with ThreadPoolExecutor(max_workers=threads, thread_name_prefix="sandbox") as executor:
+            return list(executor.map(function, items))
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+            self._count -= len(idle)
+            self._cond.notify_all()
+        if os.getpid() != self._owner_pid:
+            return  # inherited through fork: the workers belong to the parent
+        for worker in idle:
+            worker.close()
+
+    def __enter__(self) -> "SandboxPool":
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+
+def _usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+_pools: dict[PoolConfig, SandboxPool] = {}
+_pools_lock = threading.Lock()
+_pools_pid = os.getpid()
+
+
+def get_pool(config: PoolConfig | None = None, size: int | None = None) -> SandboxPool:
+    """The process-wide pool for ``config``, grown to at least ``size`` workers (default: the cores)."""
+    global _pools_pid
+    config = config or PoolConfig()
+    with _pools_lock:
+        if os.getpid() != _pools_pid:  # forked: the parent's workers are not ours to talk to
+            _pools.clear()
+            _pools_pid = os.getpid()
+        pool = _pools.get(config)
+        if pool is None or pool._closed:
+            pool = _pools[config] = SandboxPool(size or _usable_cores(), config)
+        elif size and size > pool.size:
+            with pool._cond:
+                pool.size = size
+                pool._cond.notify_all()
+        return pool
+
+
+@atexit.register
+def _close_pools() -> None:
+    with _pools_lock:
+        pools = list(_pools.values()) if os.getpid() == _pools_pid else []
+        _pools.clear()
+    for pool in pools:
+        pool.close()
+
+
+def limits_dict(limits: Any) -> dict:
+    return asdict(limits)

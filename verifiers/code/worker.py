@@ -1,0 +1,710 @@
+"""The sandbox worker: a warm, pre-imported process that forks one fresh isolated child per program.
+
+Process tree of one worker (``namespaces`` isolation, as root)::
+
+    caller (SandboxPool)
+      └─ launcher            python -I; entered new PID/net/mount/IPC/UTS namespaces (unshare(2))
+           └─ worker         PID 1 of the new PID namespace; private read-only root; no network
+                ├─ judge     runs the tests (judge uid, not dumpable); kept across jobs
+                └─ candidate the program (its own session, program uid, rlimits); forked per job
+
+Where the program cannot get a uid of its own (``userns``, or ``rlimits`` without root), the
+judge is forked per job instead, and killing "everything but the judge" is not needed: the
+worker kills every process of the job (``kill(-1)`` from PID 1, or process groups + children).
+
+The worker never reads the program's source nor the tests: they arrive as memfds passed over
+the control socket (SCM_RIGHTS) and only the child that needs each one reads it. So a program
+cannot find the tests (or another program's source) in the memory it inherits from the worker.
+
+One job at a time: fork the candidate (and hand the tests to the judge), watch stdout/stderr
+(the output cap), the judge's report, the children's exits (pidfds) and the wall clock; then
+kill every process of the job, reap them all, wipe the scratch directory and answer.
+"""
+from __future__ import annotations
+
+import gc
+import json
+import os
+import select
+import shutil
+import signal
+import socket
+import sys
+import tempfile
+import time
+from typing import Any
+
+from reasonrl.verifiers.code import candidate, isolation, judge, linux
+
+# Modules a program is likely to import, loaded once in the worker so that every forked child
+# has them for free (what makes a fork cheaper than a fresh interpreter). Kept short on purpose:
+# each preloaded module makes every fork dearer (measured: the 32 modules of an earlier list
+# added ~0.45 ms of CPU per fork), while a rarely used one costs only the programs that import it.
+DEFAULT_PRELOAD = (
+    "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing", "random",
+    "operator", "copy",
+)
+MAX_HEADER_BYTES = 1 << 16
+STATUS_READY = b"R"
+# Exit code of a child whose sandbox set-up failed before any program code ran.
+SETUP_FAILED_EXIT = 121
+# A kept judge process is replaced after this many jobs (bounds what tests leave behind in it).
+JUDGE_RECYCLE_JOBS = 500
+# After the program is gone, how long a kept judge has to report before it is replaced.
+JUDGE_GRACE_S = 2.0
+
+
+def main(config: dict) -> None:
+    """Entry point of the launcher process (see the module docstring). Never returns."""
+    sock_fd = config["sock_fd"]
+    for name in config.get("preload", DEFAULT_PRELOAD):
+        try:
+            __import__(name)
+        except Exception:
+            pass
+    try:
+        mode = isolation.enter_namespaces(config["isolation"])
+    except Exception as exc:
+        _send_fatal(sock_fd, f"{type(exc).__name__}: {exc}")
+        os._exit(1)
+    if mode == "rlimits":
+        _worker_main(sock_fd, mode, config)
+    pid = os.fork()
+    if pid == 0:
+        try:
+            # The launcher is our only link to the caller: if it dies, so do we (and the namespace).
+            linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
+        except OSError:
+            pass
+        _worker_main(sock_fd, mode, config)
+    os.close(sock_fd)  # so the caller sees EOF as soon as the worker is gone
+    signal.signal(signal.SIGTERM, lambda *_: os.kill(pid, signal.SIGKILL))
+    while True:
+        try:
+            _, status = os.waitpid(pid, 0)
+            break
+        except InterruptedError:
+            continue
+        except ChildProcessError:
+            status = 0
+            break
+    os._exit(os.waitstatus_to_exitcode(status) & 0xFF if status else 0)
+
+
+def _send_fatal(sock_fd: int, message: str) -> None:
+    try:
+        os.write(sock_fd, json.dumps({"fatal": message}).encode())
+    except OSError:
+        pass
+
+
+def _worker_main(sock_fd: int, mode: str, config: dict) -> None:
+    try:
+        iso = isolation.setup_worker(
+            mode, config["worker_index"], config["uid_base"], config.get("extra_paths", ()),
+            config.get("tmp_size", "256m"), config.get("shm_size", "64m"),
+        )
+        worker = Worker(socket.socket(fileno=sock_fd), iso)
+    except Exception as exc:
+        _send_fatal(sock_fd, f"sandbox set-up failed ({mode}): {type(exc).__name__}: {exc}")
+        os._exit(1)
+    # Objects that exist now are never collected in the children: without this, the first garbage
+    # collection in each forked child walks (and so copies, page by page) the whole inherited heap.
+    gc.collect()
+    gc.freeze()
+    worker.sock.send(json.dumps({"ready": True, "isolation": iso.describe(), "pid_in_namespace": os.getpid()}).encode())
+    try:
+        worker.serve()
+    finally:
+        os._exit(0)
+
+
+class Worker:
+    """The job loop of one worker process."""
+
+    def __init__(self, sock: socket.socket, iso: isolation.WorkerIsolation) -> None:
+        self.sock = sock
+        self.iso = iso
+        self.jobs = 0
+        self.is_namespace_init = iso.pid_namespace and os.getpid() == 1
+        # A judge kept across jobs needs a way to kill the program's processes and not the judge:
+        # a uid of the program's own.
+        self.persistent_judge = iso.uid_separation
+        self.judge: _JudgeServer | None = None
+        self.devnull = os.open(os.devnull, os.O_RDWR)
+        self.scratch_root = "/tmp" if iso.private_root else tempfile.mkdtemp(prefix="reasonrl-sandbox-")
+        if not iso.private_root:
+            os.chmod(self.scratch_root, 0o711)
+
+    def serve(self) -> None:
+        while True:
+            try:
+                data, fds, flags, _ = socket.recv_fds(self.sock, MAX_HEADER_BYTES, 8)
+            except (OSError, ValueError):
+                return
+            if not data:
+                self._close_fds(fds)
+                if self.judge is not None:
+                    self.judge.stop()
+                if not self.iso.private_root:
+                    shutil.rmtree(self.scratch_root, ignore_errors=True)
+                return  # the caller went away: our exit ends the namespace and all in it
+            try:
+                header = json.loads(data)
+                result = self.run_job(header, fds)
+                payload, out_fds = _result_message(result)
+            except Exception as exc:
+                self._close_fds(fds)
+                payload, out_fds = json.dumps({"error": f"{type(exc).__name__}: {exc}"}).encode(), []
+            try:
+                socket.send_fds(self.sock, [payload], out_fds)
+            except OSError:
+                return
+            finally:
+                self._close_fds(out_fds)
+
+    @staticmethod
+    def _close_fds(fds: list[int]) -> None:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    # -- one job -----------------------------------------------------------------------------
+
+    def run_job(self, header: dict, fds: list[int]) -> dict:
+        self.jobs += 1
+        by_name = dict(zip(header["fds"], fds))  # which fd is which: "code", "tests"?, "stdin"?
+        code_fd = by_name["code"]
+        tests_fd = by_name.get("tests")
+        stdin_fd = by_name.get("stdin", self.devnull)
+        limits = header["limits"]
+        is_test_job = tests_fd is not None
+        child_limits = isolation.ChildLimits(
+            cpu_time_s=limits["cpu_time_s"], memory_bytes=limits["memory_bytes"], max_processes=limits["max_processes"],
+            max_open_files=limits["max_open_files"], max_file_size_bytes=limits["max_file_size_bytes"],
+        )
+        scratch = os.path.join(self.scratch_root, f"job{self.jobs}")
+        isolation.make_scratch_dir(scratch, self.iso.program_uid)
+        job = _Job(started=time.monotonic(), wall=limits["wall_time_s"], max_output=limits["max_output_bytes"])
+        out_r, out_w = os.pipe()
+        err_r, err_w = os.pipe()
+        status_r, status_w = os.pipe()
+        rpc_candidate = rpc_judge = -1
+        if is_test_job:
+            rpc_candidate, rpc_judge = (s.detach() for s in socket.socketpair())
+        env = _program_environment(scratch)
+        try:
+            job.cand_pid = os.fork()
+            if job.cand_pid == 0:
+                self._candidate_child(code_fd, stdin_fd, out_w, err_w, status_w, rpc_candidate, scratch, child_limits, env, is_test_job)
+            if is_test_job:
+                if self.persistent_judge:
+                    self._judge_server().submit(self.jobs, tests_fd, rpc_judge)
+                else:
+                    job.judge_pid, job.result_r = self._fork_judge(tests_fd, rpc_judge, limits)
+        finally:
+            for fd in (code_fd, tests_fd, out_w, err_w, status_w, rpc_candidate, rpc_judge):
+                if fd is not None and fd >= 0:
+                    os.close(fd)
+            if stdin_fd != self.devnull:
+                os.close(stdin_fd)
+        try:
+            result = self._supervise(job, out_r, err_r, status_r, is_test_job)
+        finally:
+            self._kill_job_processes(job)
+            for fd in (out_r, err_r, status_r, job.result_r):
+                if fd >= 0:
+                    try:
+                        os.close(fd)
+                    except OSError:
+                        pass
+            self._wipe(scratch)
+        return result
+
+    def _candidate_child(self, code_fd, stdin_fd, out_w, err_w, status_w, rpc_fd, scratch, limits, env, is_test_job) -> None:
+        try:
+            os.dup2(stdin_fd, 0)
+            os.dup2(out_w, 1)
+            os.dup2(err_w, 2)
+            keep = [code_fd, status_w] + ([rpc_fd] if rpc_fd >= 0 else [])
+            isolation.lock_down(self.iso, self.iso.program_uid, limits, keep, scratch, dumpable=True)
+            source = _read_all(code_fd).decode("utf-8", "surrogateescape")
+            os.close(code_fd)
+            os.environ.clear()
+            os.environ.update(env)
+            os.write(status_w, STATUS_READY)
+        except BaseException as exc:
+            try:
+                os.write(2, f"sandbox set-up failed: {type(exc).__name__}: {exc}\n".encode())
+            except BaseException:
+                pass
+            os._exit(SETUP_FAILED_EXIT)
+        if is_test_job:
+            candidate.serve_functions(source, rpc_fd)
+        candidate.run_as_main(source, status_w)
+
+    def _judge_limits(self, wall: float) -> isolation.ChildLimits:
+        return isolation.ChildLimits(cpu_time_s=wall + 1, memory_bytes=4 << 30, max_processes=8, max_open_files=64, max_file_size_bytes=0)
+
+    def _fork_judge(self, tests_fd: int, rpc_fd: int, limits: dict) -> tuple[int, int]:
+        """A judge process for this job only (where the program and the judge share a uid)."""
+        result_r, result_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            try:
+                for fd in (0, 1, 2):
+                    os.dup2(self.devnull, fd)
+                isolation.lock_down(self.iso, self.iso.judge_uid, self._judge_limits(limits["wall_time_s"]),
+                                    [tests_fd, rpc_fd, result_w], "/", dumpable=False)
+                spec = json.loads(_read_all(tests_fd))
+                os.close(tests_fd)
+            except BaseException as exc:
+                _write_report(result_w, {"status": "failed", "origin": "judge", "error": "SetupError", "message": str(exc)})
+                os._exit(SETUP_FAILED_EXIT)
+            report = judge.judge_report(spec, rpc_fd)
+            _write_report(result_w, report)
+            os._exit(0)
+        os.close(result_w)
+        return pid, result_r
+
+    def _judge_server(self) -> "_JudgeServer":
+        if self.judge is not None and (not self.judge.alive or self.judge.jobs >= JUDGE_RECYCLE_JOBS):
+            self.judge.stop()
+            self.judge = None
+        if self.judge is None:
+            self.judge = _JudgeServer(self)
+        return self.judge
+
+    def _supervise(self, job: "_Job", out_r: int, err_r: int, status_r: int, is_test_job: bool) -> dict:
+        poller = select.poll()
+        outputs = {out_r: bytearray(), err_r: bytearray()}
+        for fd in (out_r, err_r, status_r):
+            poller.register(fd, select.POLLIN)
+        report_fd = -1
+        if is_test_job:
+            report_fd = job.result_r if job.judge_pid > 0 else self.judge.sock.fileno()
+            poller.register(report_fd, select.POLLIN)
+        pidfds = {}
+        polled: list[int] = []  # kernels before 5.3 have no pidfds: check these with waitpid
+        for pid in (job.cand_pid, job.judge_pid):
+            if pid > 0:
+                try:
+                    pidfd = os.pidfd_open(pid)
+                except (OSError, AttributeError):
+                    polled.append(pid)
+                    continue
+                pidfds[pidfd] = pid
+                poller.register(pidfd, select.POLLIN)
+        status = bytearray()
+        report = bytearray()
+        report_done = False
+        total_output = 0
+        timed_out = output_limit = False
+        deadline = job.started + job.wall
+        try:
+            while True:
+                if is_test_job:
+                    if report_done and (job.judge_pid < 0 or job.judge_pid in job.exits):
+                        break
+                elif job.cand_pid in job.exits:
+                    break
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    timed_out = True
+                    break
+                for pid in polled:
+                    if pid not in job.exits:
+                        done_pid, wait_status, usage = os.wait4(pid, os.WNOHANG)
+                        if done_pid:
+                            job.exits[pid] = (wait_status, usage)
+                wait_ms = max(1, int(remaining * 1000))
+                if polled:
+                    wait_ms = min(wait_ms, 5)
+                for fd, _event in poller.poll(wait_ms):
+                    if fd in pidfds:
+                        poller.unregister(fd)
+                        pid = pidfds[fd]
+                        _, wait_status, usage = os.wait4(pid, 0)
+                        job.exits[pid] = (wait_status, usage)
+                    elif fd == report_fd and job.judge_pid < 0:
+                        message = self.judge.receive(job_id=self.jobs)
+                        if message is not None:
+                            report += message
+                            report_done = True
+                        elif not self.judge.alive:
+                            poller.unregister(fd)
+                            report_done = True
+                    else:
+                        data = os.read(fd, 1 << 16)
+                        if fd == status_r:
+                            status += data[:64]
+                            if not data:
+                                poller.unregister(fd)
+                        elif fd == report_fd:
+                            report += data[: 1 << 20]
+                            if not data:
+                                poller.unregister(fd)
+                                report_done = True
+                        elif not data:
+                            poller.unregister(fd)
+                        else:
+                            room = max(0, job.max_output - total_output)
+                            outputs[fd] += data[:room]
+                            total_output += len(data)
+                            if total_output > job.max_output:
+                                output_limit = True
+                if output_limit:
+                    break
+        finally:
+            for pidfd in pidfds:
+                os.close(pidfd)
+        elapsed = time.monotonic() - job.started
+        candidate_running = job.cand_pid not in job.exits
+        self._kill_job_processes(job)
+        if is_test_job and job.judge_pid < 0 and not report_done:
+            # The program is gone, so a judge still waiting on it reports at once; one that does
+            # not (stuck in a test's own loop) is replaced.
+            message = self.judge.receive(job_id=self.jobs, timeout=JUDGE_GRACE_S)
+            if message is None:
+                self.judge.stop()
+                self.judge = None
+            else:
+                report += message
+        # Every writer is gone now: what is left in the pipes is bounded; read it up to the cap.
+        for fd in (out_r, err_r):
+            while total_output <= job.max_output:
+                try:
+                    data = os.read(fd, 1 << 16)
+                except OSError:
+                    break
+                if not data:
+                    break
+                room = max(0, job.max_output - total_output)
+                outputs[fd] += data[:room]
+                total_output += len(data)
+                if total_output > job.max_output:
+                    output_limit = True
+        wait_status, usage = job.exits.get(job.cand_pid, (None, None))
+        result = {
+            "exit_code": None, "signal": None, "timed_out": timed_out, "output_limit": output_limit,
+            "killed_by_sandbox": candidate_running, "time": elapsed,
+            "cpu_time": (usage.ru_utime + usage.ru_stime) if usage is not None else None,
+            "max_rss_kb": usage.ru_maxrss if usage is not None else None,
+            "status": status.decode("ascii", "replace"),
+            "stdout": bytes(outputs[out_r]), "stderr": bytes(outputs[err_r]),
+            "judge": None,
+        }
+        if wait_status is not None:
+            if os.WIFSIGNALED(wait_status):
+                result["signal"] = os.WTERMSIG(wait_status)
+            else:
+                result["exit_code"] = os.waitstatus_to_exitcode(wait_status)
+        if is_test_job:
+            try:
+                parsed = json.loads(bytes(report)) if report else None
+            except ValueError:
+                parsed = {"status": "failed", "origin": "judge", "error": "BadReport", "message": "unreadable judge report"}
+            if isinstance(parsed, dict):
+                parsed.pop("job", None)
+            result["judge"] = parsed
+        return result
+
+    # -- clean-up ------------------------------------------------------------------------------
+
+    def _kill_job_processes(self, job: "_Job") -> None:
+        """Kill and reap every process the job started; afterwards none is left, not even a zombie."""
+        if job.cleaned:
+            return
+        job.cleaned = True
+        if self.is_namespace_init and not self.persistent_judge:
+            # PID 1 of our own namespace: kill(-1) reaches every process in it but us, and every
+            # orphan is our child, so ECHILD below means the namespace is empty.
+            while True:
+                try:
+                    os.kill(-1, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                try:
+                    pid, wait_status, usage = os.wait4(-1, 0)
+                except ChildProcessError:
+                    return
+                job.record_exit(pid, wait_status, usage)
+        if self.is_namespace_init:
+            # PID 1 with a kept judge: every process in the namespace but us and the judge is the job's.
+            self._kill_namespace_except(job, self.judge.pid if self.judge is not None else -1)
+            return
+        # Otherwise: the program's process group, every process of the sandbox uid(s) (all a
+        # program can start keeps its uid: no_new_privs), and our children but the judge server
+        # (orphans come back to us: we are PID 1 or a child subreaper), until none is left.
+        for pgid in (job.cand_pid, job.judge_pid):
+            if pgid > 0:
+                try:
+                    os.killpg(pgid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        keep = self.judge.pid if self.judge is not None else -1
+        uids = {self.iso.program_uid} if self.iso.uid_separation else set()
+        if self.iso.uid_separation and not self.persistent_judge:
+            uids.add(self.iso.judge_uid)
+        while True:
+            victims = (_processes_of(uids) if uids else set()) | _children_of(os.getpid())
+            victims.discard(keep)
+            for pid in victims:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+            reaped_any = False
+            while True:
+                try:
+                    pid, wait_status, usage = os.wait4(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                reaped_any = True
+                if pid == keep:
+                    self.judge.alive = False
+                job.record_exit(pid, wait_status, usage)
+            if not victims:
+                return
+            if not reaped_any:
+                time.sleep(0.0005)
+
+    def _kill_namespace_except(self, job: "_Job", keep: int) -> None:
+        spare = {1, keep}
+        while True:
+            victims = [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) not in spare]
+            for pid in victims:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+            reaped_any = False
+            while True:
+                try:
+                    pid, wait_status, usage = os.wait4(-1, os.WNOHANG)
+                except ChildProcessError:
+                    break
+                if pid == 0:
+                    break
+                reaped_any = True
+                if pid == keep and self.judge is not None:
+                    self.judge.alive = False
+                job.record_exit(pid, wait_status, usage)
+            if not victims:
+                return
+            if not reaped_any:
+                time.sleep(0.0002)
+
+    def _wipe(self, scratch: str) -> None:
+        try:
+            os.rmdir(scratch)  # the common case: the program wrote nothing
+        except OSError:
+            shutil.rmtree(scratch, onerror=_force_remove)
+        if self.iso.private_root:
+            # With a uid of its own the program cannot write in /tmp itself (root's, 0755), only in
+            # its scratch directory and /dev/shm.
+            for directory in ("/dev/shm",) if self.iso.uid_separation else ("/tmp", "/dev/shm"):
+                try:
+                    entries = os.listdir(directory)
+                except OSError:
+                    continue
+                for name in entries:
+                    path = os.path.join(directory, name)
+                    if isolation.is_dir(path):
+                        shutil.rmtree(path, onerror=_force_remove)
+                    else:
+                        try:
+                            os.unlink(path)
+                        except OSError:
+                            pass
+
+
+class _Job:
+    """Book-keeping of the job in progress."""
+
+    def __init__(self, started: float, wall: float, max_output: int) -> None:
+        self.started = started
+        self.wall = wall
+        self.max_output = max_output
+        self.cand_pid = -1
+        self.judge_pid = -1
+        self.result_r = -1
+        self.cleaned = False
+        self.exits: dict[int, tuple[int, Any]] = {}
+
+    def record_exit(self, pid: int, wait_status: int, usage: Any) -> None:
+        if pid in (self.cand_pid, self.judge_pid) and pid not in self.exits:
+            self.exits[pid] = (wait_status, usage)
+
+
+class _JudgeServer:
+    """A judge process kept across jobs (where the program runs under a uid of its own).
+
+    Saves a fork per test job. It runs only the problems' tests and this package's code, and
+    receives only plain data from programs, so nothing a program does carries over to the next
+    job; it runs under the judge uid, is not dumpable, and is replaced every
+    ``JUDGE_RECYCLE_JOBS`` jobs, when it dies, or when it does not report after a timeout.
+    """
+
+    def __init__(self, worker: Worker) -> None:
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        self.jobs = 0
+        self.alive = True
+        pid = os.fork()
+        if pid == 0:
+            try:
+                ours.close()
+                for fd in (0, 1, 2):
+                    os.dup2(worker.devnull, fd)
+                limits = isolation.ChildLimits(
+                    cpu_time_s=1e6, memory_bytes=4 << 30, max_processes=8, max_open_files=64, max_file_size_bytes=0
+                )
+                # No CPU limit that would add up over jobs: the worker's wall clock bounds each one.
+                isolation.lock_down(worker.iso, worker.iso.judge_uid, limits, [theirs.fileno()], "/", dumpable=False)
+            except BaseException:
+                os._exit(SETUP_FAILED_EXIT)
+            judge.serve_jobs(theirs.fileno())
+        theirs.close()
+        self.pid = pid
+        self.sock = ours
+
+    def submit(self, job_id: int, tests_fd: int, rpc_fd: int) -> None:
+        self.jobs += 1
+        try:
+            socket.send_fds(self.sock, [json.dumps({"job": job_id}).encode()], [tests_fd, rpc_fd])
+        except OSError:
+            self.alive = False
+
+    def receive(self, job_id: int, timeout: float = 0.0) -> bytes | None:
+        """The report for ``job_id`` if one is waiting (reports of abandoned jobs are dropped)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            ready, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                return None
+            try:
+                data = self.sock.recv(1 << 20)
+            except OSError:
+                data = b""
+            if not data:
+                self.alive = False
+                return None
+            try:
+                if json.loads(data).get("job") == job_id:
+                    return data
+            except (ValueError, AttributeError):
+                return None
+
+    def stop(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        self.sock.close()
+        self.alive = False
+
+
+def _write_report(fd: int, report: dict) -> None:
+    try:
+        os.write(fd, json.dumps(report).encode())
+    except (OSError, TypeError, ValueError):
+        pass
+
+
+def _force_remove(function: Any, path: str, _exc_info: Any) -> None:
+    # A program may leave directories without write/exec permission: give them back, retry.
+    try:
+        os.chmod(os.path.dirname(path), 0o700)
+        if isolation.is_dir(path):
+            os.chmod(path, 0o700)
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            os.unlink(path)
+    except OSError:
+        pass
+
+
+def _children_of(parent: int) -> set[int]:
+    found = set()
+    try:
+        with open(f"/proc/{parent}/task/{parent}/children") as f:
+            found.update(int(p) for p in f.read().split())
+        return found
+    except OSError:
+        pass
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    fields = f.read().rsplit(")", 1)[1].split()
+                if int(fields[1]) == parent:
+                    found.add(int(entry))
+            except (OSError, IndexError, ValueError):
+                pass
+    return found
+
+
+def _processes_of(uids: set[int]) -> set[int]:
+    found = set()
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.stat(f"/proc/{entry}").st_uid in uids:
+                    found.add(int(entry))
+            except OSError:
+                pass
+    return found
+
+
+def _read_all(fd: int) -> bytes:
+    chunks = []
+    offset = 0
+    while True:
+        chunk = os.pread(fd, 1 << 20, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+
+
+def _program_environment(scratch: str) -> dict[str, str]:
+    """The whole environment of a program: nothing is inherited from the caller."""
+    python_bin = os.path.dirname(os.path.realpath(sys.executable))
+    return {
+        "PATH": f"{python_bin}:/usr/local/bin:/usr/bin:/bin",
+        "HOME": scratch,
+        "TMPDIR": scratch,
+        "LANG": "C.UTF-8",
+        "LC_ALL": "C.UTF-8",
+        "PYTHONDONTWRITEBYTECODE": "1",
+        "PYTHONIOENCODING": "utf-8",
+        "OMP_NUM_THREADS": "1",
+        "OPENBLAS_NUM_THREADS": "1",
+        "MKL_NUM_THREADS": "1",
+    }
+
+
+# Outputs up to this size travel inside the result message; larger ones in memfds.
+INLINE_OUTPUT_BYTES = 32 * 1024
+
+
+def _result_message(result: dict) -> tuple[bytes, list[int]]:
+    """Result header (JSON) and, for large outputs, memfds holding stdout / stderr (up to a megabyte each)."""
+    if len(result["stdout"]) + len(result["stderr"]) <= INLINE_OUTPUT_BYTES:
+        result["inline_stdout"] = result.pop("stdout").decode("latin-1")
+        result["inline_stderr"] = result.pop("stderr").decode("latin-1")
+        return json.dumps(result).encode(), []
+    fds = []
+    for name in ("stdout", "stderr"):
+        data = result.pop(name)
+        fd = os.memfd_create(f"sandbox-{name}")
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        fds.append(fd)
+    return json.dumps(result).encode(), fds

@@ -13,6 +13,17 @@ its verifier, and one registration line::
 Every Problem a generator makes carries ``metadata["worked_solution"]``: a short correct
 solution text ending in the answer in the format the prompt asks for (used for SFT warm-up),
 where the family can produce one cheaply.
+
+The contract test (``tests/test_contract.py``) walks every registered task and needs, for a
+generated problem, one response that must score 1 and some that must score 0. Two optional
+methods supply them (defaults below; override them when the family knows better):
+
+* ``oracle_response(problem) -> str``: a response the verifier must accept with reward 1.
+  Default: ``metadata["worked_solution"]``.
+* ``near_miss_responses(problem) -> list[str]``: responses in the right format that are
+  *almost* right (off by one, a swapped pair, a missing item, a number that was not given)
+  and must score 0. Default: ``[]``, and the contract test falls back to perturbing the
+  oracle's final answer (the last number off by one, the last knight/knave flipped).
 """
 from __future__ import annotations
 
@@ -27,6 +38,9 @@ class Generator:
     name: ClassVar[str] = ""
     Config: ClassVar[type] = type(None)
     verifier: ClassVar[str] = ""  # registered verifier name
+    # True when generate() derives each Problem id from canonical() (e.g. "kk-<hash>"): dataset
+    # deduplication may then compare ids instead of recomputing canonical forms.
+    canonical_ids: ClassVar[bool] = False
 
     def __init__(self, config: Any = None, **difficulty: Any) -> None:
         if config is None:
@@ -37,6 +51,25 @@ class Generator:
 
     def generate(self, seed: int) -> dict[str, Any]:  # pragma: no cover - interface
         raise NotImplementedError
+
+    def oracle_response(self, problem: dict[str, Any]) -> str | None:
+        """A response that scores 1 on ``problem`` (the contract test's oracle); None when unknown."""
+        return (problem.get("metadata") or {}).get("worked_solution")
+
+    def near_miss_responses(self, problem: dict[str, Any]) -> list[str]:
+        """Well-formed, almost-right responses that must score 0 (off by one, swapped pair, missing item)."""
+        return []
+
+    def canonical(self, problem: dict[str, Any]) -> str:
+        """A string that is equal for two problems exactly when they are the same puzzle.
+
+        Used to deduplicate datasets and to keep train and test splits disjoint. The default
+        is the prompt text plus the answer; generators override it with a form that ignores
+        surface variation (names, phrasing), e.g. K&K uses the statement trees.
+        """
+        import json
+
+        return json.dumps([problem.get("prompt"), problem.get("answer")], sort_keys=True, ensure_ascii=False)
 
 
 class ConfigError(ValueError):

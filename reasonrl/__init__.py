@@ -28,3 +28,16 @@ def __getattr__(name: str) -> Any:
         module, attr = _LAZY[name]
         return getattr(importlib.import_module(module), attr)
     raise AttributeError(f"module 'reasonrl' has no attribute {name!r}")
+
+
+
+def _install_gymnasium_registration() -> None:
+    """Make ``gymnasium.make("reasonrl/...")`` work after ``import reasonrl`` without importing
+    gymnasium here (it costs ~0.3 s of numpy): ids are registered now if gymnasium is already
+    imported, else right after its import (see reasonrl.envs.registration)."""
+    from reasonrl.envs.registration import install_gymnasium_hooks
+
+    install_gymnasium_hooks()
+
+
+_install_gymnasium_registration()

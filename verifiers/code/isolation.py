@@ -243,23 +243,40 @@ class ChildLimits:
     max_file_size_bytes: int
 
 
-def lock_down(iso: WorkerIsolation, uid: int, limits: ChildLimits, keep_fds: Iterable[int], workdir: str, dumpable: bool) -> None:
+def handled_signals() -> tuple[int, ...]:
+    """The signals whose disposition in this process is not the default (what a forked child inherits)."""
+    found = []
+    for signum in signal.valid_signals():
+        if signum not in (signal.SIGKILL, signal.SIGSTOP):
+            try:
+                if signal.getsignal(signum) != signal.SIG_DFL:
+                    found.append(signum)
+            except (OSError, ValueError, RuntimeError):
+                pass
+    return tuple(found)
+
+
+def lock_down(
+    iso: WorkerIsolation, uid: int, limits: ChildLimits, keep_fds: Iterable[int], workdir: str, dumpable: bool,
+    inherited_handlers: Iterable[int] | None = None,
+) -> None:
     """In a freshly forked child, before any untrusted code: drop everything the child must not have.
 
     Order matters: fds first (nothing of the worker leaks), then the session, limits, uid (the
     last privileged step), then ``no_new_privs`` so no setuid binary can win privileges back.
+    ``inherited_handlers``: :func:`handled_signals` of the parent, taken before the fork (a
+    child inherits exactly those dispositions; saves scanning every signal in each child);
+    None scans here.
     """
     keep = sorted(set(keep_fds) | {0, 1, 2})
     _close_fds_except(keep)
     os.setsid()
     os.chdir(workdir)
-    for signum in signal.valid_signals():  # the worker's handlers must not carry over
-        if signum not in (signal.SIGKILL, signal.SIGSTOP):
-            try:
-                if signal.getsignal(signum) != signal.SIG_DFL:
-                    signal.signal(signum, signal.SIG_DFL)
-            except (OSError, ValueError, RuntimeError):
-                pass
+    for signum in handled_signals() if inherited_handlers is None else inherited_handlers:
+        try:  # the worker's handlers must not carry over
+            signal.signal(signum, signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
     # As a fresh interpreter has them: broken pipes and oversized files raise, Ctrl-C interrupts.
     signal.signal(signal.SIGPIPE, signal.SIG_IGN)
     signal.signal(signal.SIGXFSZ, signal.SIG_IGN)

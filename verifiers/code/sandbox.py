@@ -199,7 +199,7 @@ def run_programs(
     isolation: str = "auto",
     pool: SandboxPool | None = None,
 ) -> list[SandboxResult]:
-    """:func:`run_program` over many programs at once, spread across ``workers`` warm workers (default: the cores)."""
+    """:func:`run_program` over many programs at once, spread across ``workers`` warm workers (default: the cores + 1)."""
     limits = limits or SandboxLimits()
     stdins = list(stdins) if stdins is not None else [""] * len(sources)
     if len(stdins) != len(sources):

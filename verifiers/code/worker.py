@@ -34,7 +34,7 @@ import tempfile
 import time
 from typing import Any
 
-from reasonrl.verifiers.code import candidate, isolation, judge, linux
+from reasonrl.verifiers.code import candidate, codec, isolation, judge, linux
 
 # Modules a program is likely to import, loaded once in the worker so that every forked child
 # has them for free (what makes a fork cheaper than a fresh interpreter). Kept short on purpose:
@@ -108,6 +108,7 @@ def _worker_main(sock_fd: int, mode: str, config: dict) -> None:
     except Exception as exc:
         _send_fatal(sock_fd, f"sandbox set-up failed ({mode}): {type(exc).__name__}: {exc}")
         os._exit(1)
+    _prewarm()
     # Objects that exist now are never collected in the children: without this, the first garbage
     # collection in each forked child walks (and so copies, page by page) the whole inherited heap.
     gc.collect()
@@ -117,6 +118,29 @@ def _worker_main(sock_fd: int, mode: str, config: dict) -> None:
         worker.serve()
     finally:
         os._exit(0)
+
+
+def _prewarm() -> None:
+    """Run once, in the worker, the code paths every child runs first (framing, codec, compile).
+
+    Lazily built state (JSON encoders, struct formats, the compiler's and codec's first-use
+    caches) is then made once here and shared with every child, instead of being built (and
+    its pages allocated and copied) again in each one. Nothing of a program or a test is involved.
+    """
+    ours, theirs = socket.socketpair()
+    try:
+        message = ["v", candidate._to_plain([1, 2.5, "a", (True, None), {"k": [3]}], candidate._ObjectTable()), []]
+        codec.send_frame(ours.fileno(), message)
+        codec.decode(codec.recv_frame(theirs.fileno()), lambda key, name: None)
+        codec.send_frame(theirs.fileno(), ["call", 1, [1, "x"], {}])
+        codec.recv_frame(ours.fileno())
+        exec(compile("def f(x):\n    return [x] * 2\nf(1)\n", "prewarm.py", "exec"), {"__name__": "prewarm"})
+        json.loads(json.dumps({"status": "passed", "tests_passed": 1}))
+    except Exception:
+        pass  # only an optimisation
+    finally:
+        ours.close()
+        theirs.close()
 
 
 class Worker:
@@ -132,6 +156,8 @@ class Worker:
         self.persistent_judge = iso.uid_separation
         self.judge: _JudgeServer | None = None
         self.devnull = os.open(os.devnull, os.O_RDWR)
+        # What every child inherits (the worker's handlers never change after start-up).
+        self.inherited_handlers = isolation.handled_signals()
         self.scratch_root = "/tmp" if iso.private_root else tempfile.mkdtemp(prefix="reasonrl-sandbox-")
         if not iso.private_root:
             os.chmod(self.scratch_root, 0o711)
@@ -229,7 +255,8 @@ class Worker:
             os.dup2(out_w, 1)
             os.dup2(err_w, 2)
             keep = [code_fd, status_w] + ([rpc_fd] if rpc_fd >= 0 else [])
-            isolation.lock_down(self.iso, self.iso.program_uid, limits, keep, scratch, dumpable=True)
+            isolation.lock_down(self.iso, self.iso.program_uid, limits, keep, scratch, dumpable=True,
+                                inherited_handlers=self.inherited_handlers)
             source = _read_all(code_fd).decode("utf-8", "surrogateescape")
             os.close(code_fd)
             os.environ.clear()
@@ -257,7 +284,8 @@ class Worker:
                 for fd in (0, 1, 2):
                     os.dup2(self.devnull, fd)
                 isolation.lock_down(self.iso, self.iso.judge_uid, self._judge_limits(limits["wall_time_s"]),
-                                    [tests_fd, rpc_fd, result_w], "/", dumpable=False)
+                                    [tests_fd, rpc_fd, result_w], "/", dumpable=False,
+                                    inherited_handlers=self.inherited_handlers)
                 spec = json.loads(_read_all(tests_fd))
                 os.close(tests_fd)
             except BaseException as exc:
@@ -474,6 +502,15 @@ class Worker:
                 time.sleep(0.0005)
 
     def _kill_namespace_except(self, job: "_Job", keep: int) -> None:
+        if job.cand_pid > 0 and job.cand_pid not in job.exits:
+            # The usual case is the program's one process, still waiting for the judge: kill and
+            # reap it first, so the scan of /proc below mostly runs once and finds nothing.
+            try:
+                os.kill(job.cand_pid, signal.SIGKILL)
+                pid, wait_status, usage = os.wait4(job.cand_pid, 0)
+                job.record_exit(pid, wait_status, usage)
+            except (ProcessLookupError, ChildProcessError):
+                pass
         spare = {1, keep}
         while True:
             victims = [int(e) for e in os.listdir("/proc") if e.isdigit() and int(e) not in spare]
@@ -564,7 +601,8 @@ class _JudgeServer:
                     cpu_time_s=1e6, memory_bytes=4 << 30, max_processes=8, max_open_files=64, max_file_size_bytes=0
                 )
                 # No CPU limit that would add up over jobs: the worker's wall clock bounds each one.
-                isolation.lock_down(worker.iso, worker.iso.judge_uid, limits, [theirs.fileno()], "/", dumpable=False)
+                isolation.lock_down(worker.iso, worker.iso.judge_uid, limits, [theirs.fileno()], "/", dumpable=False,
+                                    inherited_handlers=worker.inherited_handlers)
             except BaseException:
                 os._exit(SETUP_FAILED_EXIT)
             judge.serve_jobs(theirs.fileno())

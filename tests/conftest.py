@@ -7,6 +7,10 @@ from pathlib import Path
 
 import pytest
 
+# Idle OpenMP threads sleep instead of spinning. On this shared 2-core machine, spinning threads of
+# small torch ops made CPU tests up to ~10x slower under load. Must be set before torch is imported.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 ROOT = Path(__file__).resolve().parents[1]
 CONFORMANCE_DIR = Path(os.environ.get("REASONRL_CONFORMANCE_DIR", ROOT.parent / "shared" / "conformance"))
 

@@ -1,0 +1,203 @@
+"""Supervised fine-tuning on generated worked solutions (the warm-up before RL, and ``reasonrl sft``).
+
+Each example is a Problem's chat-templated prompt followed by its worked solution
+(``metadata[config.solution_field]``) and the end-of-turn token; the loss is the mean next-token
+cross-entropy over the solution tokens only (the prompt is context, not a target).
+
+The warm-up aims at a *non-trivial but imperfect* policy: with ``target_accuracy`` > 0, every
+``eval_every`` steps the model samples one response per validation problem (disjoint from the
+train and test problems) and training stops once the accuracy reaches the target. A tiny model
+starting near 0% gives RL nothing to work with (every group is all-wrong); one at 100% leaves
+nothing to learn.
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+
+from reasonrl.config import SFTConfig
+from reasonrl.trainers.data import ProblemStream, derived_seed, render_prompt
+
+
+@dataclass
+class SFTResult:
+    """What a warm-up did: steps taken, the last validation accuracy, and every validation check."""
+
+    steps: int
+    val_accuracy: float | None
+    stopped_early: bool
+    seconds: float
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def tokenize_example(
+    tokenizer: Any, problem: dict[str, Any], solution_field: str, max_length: int, eos_token_id: int
+) -> tuple[list[int], list[int]] | None:
+    """``(prompt_ids, response_ids)`` of one SFT example, or None when it exceeds ``max_length``.
+
+    Raises:
+        KeyError: the problem has no ``metadata[solution_field]`` (the message names the field).
+    """
+    solution = (problem.get("metadata") or {}).get(solution_field)
+    if not isinstance(solution, str) or not solution:
+        raise KeyError(
+            f"problem {problem.get('id')!r} has no metadata[{solution_field!r}] (a worked solution to train on); "
+            f"its metadata keys: {', '.join(sorted(problem.get('metadata') or {})) or 'none'}"
+        )
+    prompt_ids = tokenizer(render_prompt(tokenizer, problem["prompt"]), add_special_tokens=False)["input_ids"]
+    response_ids = tokenizer(solution, add_special_tokens=False)["input_ids"] + [eos_token_id]
+    if len(prompt_ids) + len(response_ids) > max_length:
+        return None
+    return prompt_ids, response_ids
+
+
+def collate(examples: Sequence[tuple[list[int], list[int]]], pad_token_id: int) -> dict[str, torch.Tensor]:
+    """Right-padded ``input_ids``/``attention_mask`` and ``labels`` (-100 on prompt and padding), all ``(B, L)``."""
+    width = max(len(p) + len(r) for p, r in examples)
+    input_ids = torch.full((len(examples), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(examples), width), dtype=torch.long)
+    labels = torch.full((len(examples), width), -100, dtype=torch.long)
+    for row, (prompt, response) in enumerate(examples):
+        ids = prompt + response
+        input_ids[row, : len(ids)] = torch.tensor(ids)
+        attention_mask[row, : len(ids)] = 1
+        labels[row, len(prompt) : len(ids)] = torch.tensor(response)
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "labels": labels}
+
+
+def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+    """Mean cross-entropy of the response tokens (the labels that are not -100)."""
+    logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+    return torch.nn.functional.cross_entropy(
+        logits[:, :-1].reshape(-1, logits.shape[-1]).float(), batch["labels"][:, 1:].reshape(-1), ignore_index=-100
+    )
+
+
+def validation_accuracy(
+    engine: Any, tokenizer: Any, problems: Sequence[dict[str, Any]], temperature: float, max_tokens: int, seed: int
+) -> float:
+    """Share of problems whose single sampled response verifies (one sample each)."""
+    from reasonrl.engines.base import SamplingParams
+    from reasonrl.envs.batch import verify_problems
+
+    prompts = [render_prompt(tokenizer, p["prompt"]) for p in problems]
+    params = SamplingParams(n=1, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    samples = engine.generate(prompts, params)
+    verdicts = verify_problems(list(problems), [group[0].text for group in samples], workers=0)
+    return sum(v.correct for v in verdicts) / max(len(verdicts), 1)
+
+
+def train_sft(
+    model: Any,
+    tokenizer: Any,
+    stream: ProblemStream,
+    config: SFTConfig,
+    *,
+    seed: int = 0,
+    val_problems: Sequence[dict[str, Any]] = (),
+    max_tokens: int = 64,
+    engine: Any = None,
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+) -> SFTResult:
+    """Fine-tune ``model`` in place on worked solutions drawn from ``stream``.
+
+    Args:
+        model: a causal LM (trained in place, on its current device).
+        tokenizer: its tokenizer (with a chat template, or plain-text prompts).
+        stream: training problems (a :class:`ProblemStream`; its position advances).
+        config: :class:`SFTConfig`.
+        seed: seeds dropout-free sampling of validation checks and the torch RNG during training.
+        val_problems: validation problems for the ``target_accuracy`` early stop.
+        max_tokens: response length limit for validation sampling.
+        engine: a rollout engine over ``model`` (default: an :class:`HFEngine` sharing it).
+        progress: show a tqdm bar.
+
+    Returns:
+        :class:`SFTResult`.
+    """
+    from reasonrl.engines.hf_engine import HFEngine
+
+    device = next(model.parameters()).device
+    engine = engine or HFEngine(model, tokenizer)
+    eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else engine.eos_token_ids[0]
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
+
+    def lr_at(step: int) -> float:
+        warm = min(1.0, step / config.warmup_steps) if config.warmup_steps else 1.0
+        return config.lr * warm
+
+    check = bool(config.target_accuracy > 0 and val_problems)
+    history: list[dict[str, float]] = []
+    start = time.time()
+    bar = _progress_bar(config.max_steps, progress, "sft")
+    accuracy: float | None = None
+    stopped_early = False
+    step = 0
+    model.train()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(derived_seed(seed, "sft-torch") % 2**31)
+        for step in range(1, config.max_steps + 1):
+            examples = []
+            while len(examples) < config.batch_size:
+                example = tokenize_example(tokenizer, stream.take(1)[0], config.solution_field, config.max_length, eos_id)
+                if example is not None:
+                    examples.append(example)
+            batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
+            for group in optimizer.param_groups:
+                group["lr"] = lr_at(step)
+            loss = sft_loss(model, batch)
+            if not math.isfinite(loss.item()):
+                raise FloatingPointError(f"SFT loss became {loss.item()} at step {step}; lower sft.lr")
+            loss.backward()
+            if config.grad_clip > 0:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", val_acc="-" if accuracy is None else f"{accuracy:.2f}")
+            if check and step % config.eval_every == 0:
+                accuracy = validation_accuracy(
+                    engine, tokenizer, val_problems, config.eval_temperature, max_tokens, derived_seed(seed, "sft-val", step)
+                )
+                model.train()
+                history.append({"step": step, "loss": loss.item(), "val_accuracy": accuracy, "seconds": time.time() - start})
+                if accuracy >= config.target_accuracy:
+                    stopped_early = True
+                    break
+    if bar is not None:
+        bar.close()
+    model.eval()
+    seconds = time.time() - start
+    message = f"sft: {step} steps in {seconds:.0f}s"
+    if accuracy is not None:
+        message += f", validation accuracy {accuracy:.2f}" + (" (target reached)" if stopped_early else " (target not reached)")
+    log(message)
+    return SFTResult(steps=step, val_accuracy=accuracy, stopped_early=stopped_early, seconds=seconds, history=history)
+
+
+def save_sft_result(result: SFTResult, path: str | Path) -> None:
+    Path(path).write_text(json.dumps(result.to_dict(), indent=2) + "\n")
+
+
+def load_sft_result(path: str | Path) -> SFTResult:
+    return SFTResult(**json.loads(Path(path).read_text()))
+
+
+def _progress_bar(total: int, enabled: bool, desc: str):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)

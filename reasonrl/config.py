@@ -178,6 +178,8 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     track_ref_kl: bool = True  # keep a frozen reference to log KL even when algorithm.kl_coef = 0
     steps: int = 300  # RL steps
+    max_minutes: float = 0.0  # wall-clock budget of the whole run (0 = none): SFT gets at most half, RL stops
+    #                           early so the run ends in time (results then depend on the machine's speed)
     save_every: int = 50  # checkpoint every N steps (and at the end)
     keep_checkpoints: int = 2  # newest checkpoints kept (0 = all)
     vllm_gpu_memory_utilization: float = 0.0  # vllm engine: memory share (host RAM on CPU); 0 = engine default

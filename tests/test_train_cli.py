@@ -109,7 +109,7 @@ def test_tiny_run_with_vllm_rollouts(tmp_path, capsys):
     out = tmp_path / "run"
     # head_dim 32 (vLLM's CPU attention has no kernel for 16); a small KV cache share of host RAM.
     args = [a for a in MICRO if not a.startswith(("tiny.hidden_size", "tiny.num_layers"))]
-    code = main(["train", f"output_dir={out}", "engine=vllm", "vllm_gpu_memory_utilization=0.05", "optim.epochs=2",
+    code = main(["train", f"output_dir={out}", "engine=vllm", "vllm_gpu_memory_utilization=0.2", "optim.epochs=2",
                  "tiny.hidden_size=64", "tiny.num_heads=2", "tiny.num_kv_heads=1", "tiny.num_layers=2", *args])
     assert code == 0, capsys.readouterr().err[-3000:]
     metrics = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
@@ -130,3 +130,14 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, capsys):
         pass
     assert main(["train", f"output_dir={tmp_path / 'r'}", "tensorboard=true", *MICRO]) == 2
     assert "pip install tensorboard" in capsys.readouterr().err
+
+
+def test_time_budget_cuts_sft_and_rl_short(tmp_path, capsys):
+    out = tmp_path / "run"
+    args = [a for a in MICRO if not a.startswith(("steps=", "sft.max_steps"))]
+    assert main(["train", f"output_dir={out}", "steps=1000", "sft.max_steps=100000", "max_minutes=0.02", *args]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped_by_time_budget"] is True and 1 <= summary["steps"] < 1000
+    assert summary["sft"]["out_of_time"] is True and summary["sft"]["steps"] < 100000
+    assert summary["eval_after"] is not None
+    assert "the run would exceed max_minutes=0.02" in capsys.readouterr().out

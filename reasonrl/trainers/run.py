@@ -45,6 +45,7 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
     from reasonrl.tasks import get_task
 
     t_start = time.time()
+    budget_s = config.max_minutes * 60 if config.max_minutes > 0 else None
     if config.threads:
         torch.set_num_threads(config.threads)
     from reasonrl.trainers import checkpoint as ckpt
@@ -76,7 +77,8 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
 
     # 1. The initial policy: the given checkpoint, or the tiny model warmed up by SFT.
     t0 = time.time()
-    init_path = _initial_policy(config, source, run_dir, device, log) if resume_from is None else None
+    sft_deadline = t_start + budget_s / 2 if budget_s else None
+    init_path = _initial_policy(config, source, run_dir, device, log, sft_deadline) if resume_from is None else None
     if resume_from is not None:
         init_path = ckpt.load_trainer_state(resume_from)["init_model"]
         if not Path(init_path).exists():
@@ -114,7 +116,13 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
     bar = _progress(config, trainer.step)
     last_warning_step = -100
     with open(metrics_path, "a", encoding="utf-8") as metrics_file:
+        stopped_by_clock = False
         while trainer.step < config.steps:
+            if budget_s and history and _out_of_time(t_start, budget_s, history, eval_before):
+                stopped_by_clock = True
+                _write(bar, log, f"warning: stopping RL at step {trainer.step} of {config.steps}: the run would exceed "
+                                 f"max_minutes={config.max_minutes:g}")
+                break
             metrics = trainer.train_step()
             metrics["elapsed_rl_s"] = rl_seconds_before + time.time() - t0
             history.append(metrics)
@@ -159,6 +167,7 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
             eval_after["pass@1"] - eval_before["pass@1"] if eval_before is not None and eval_after is not None else None
         ),
         "steps": trainer.step,
+        "stopped_by_time_budget": stopped_by_clock,
         "final_checkpoint": str(ckpt.latest_checkpoint(run_dir)),
         "sft": _read_json(run_dir / "sft" / "sft.json"),
         "timings": {**timings, "total_s": time.time() - t_start},
@@ -259,7 +268,9 @@ def _make_engine(config: TrainConfig, model: Any, tokenizer: Any, init_path: str
     return engine
 
 
-def _initial_policy(config: TrainConfig, source: Any, run_dir: Path, device: str, log: Callable[[str], None]) -> Path:
+def _initial_policy(
+    config: TrainConfig, source: Any, run_dir: Path, device: str, log: Callable[[str], None], deadline: float | None = None
+) -> Path:
     """The policy RL starts from: the given checkpoint, or the (cached) tiny model after SFT."""
     from reasonrl.models.tiny import TinyModelConfig, build_tiny_model, cache_dir, describe
 
@@ -290,7 +301,7 @@ def _initial_policy(config: TrainConfig, source: Any, run_dir: Path, device: str
     log(f"sft: warming up {describe(model)} on {config.task} worked solutions")
     result = train_sft(
         model, tokenizer, source.stream("sft"), config.sft, seed=config.seed, val_problems=source.heldout("val"),
-        max_tokens=config.rollout.max_tokens, progress=config.progress, log=log,
+        max_tokens=config.rollout.max_tokens, progress=config.progress, log=log, deadline=deadline,
     )
     tmp = target.with_name("sft.tmp")
     if tmp.exists():
@@ -301,7 +312,7 @@ def _initial_policy(config: TrainConfig, source: Any, run_dir: Path, device: str
     if target.exists():
         shutil.rmtree(target)
     os.replace(tmp, target)
-    if config.sft.cache:
+    if config.sft.cache and not result.out_of_time:  # a warm-up cut by the clock depends on the machine
         _copy_model_dir(target, cached)
     return target
 
@@ -361,6 +372,14 @@ def _evaluate(engine: Any, tokenizer: Any, source: Any, config: TrainConfig, lab
     }
     log(f"eval {label} RL: pass@1 = {result['pass@1']:.3f} on {len(problems)} held-out problems ({n} samples each)")
     return result
+
+
+def _out_of_time(t_start: float, budget_s: float, history: list[dict[str, float]], eval_before: Any) -> bool:
+    """Would one more RL step plus the final eval and report overrun the budget?"""
+    recent = history[-5:]
+    step_s = max(m.get("time_generate", 0) + m.get("time_verify", 0) + m.get("time_train", 0) for m in recent)
+    eval_s = (eval_before or {}).get("seconds", 0.0) * 2 + 15.0  # eval after + plots and summary, with margin
+    return time.time() + step_s + eval_s > t_start + budget_s
 
 
 def _truncate_metrics(path: Path, step: int) -> list[dict[str, float]]:

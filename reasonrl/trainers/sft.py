@@ -34,6 +34,7 @@ class SFTResult:
     stopped_early: bool
     seconds: float
     history: list[dict[str, float]] = field(default_factory=list)
+    out_of_time: bool = False  # stopped by a time budget (max_minutes), not by steps or target
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -108,6 +109,7 @@ def train_sft(
     engine: Any = None,
     progress: bool = True,
     log: Callable[[str], None] = print,
+    deadline: float | None = None,
 ) -> SFTResult:
     """Fine-tune ``model`` in place on worked solutions drawn from ``stream``.
 
@@ -121,6 +123,7 @@ def train_sft(
         max_tokens: response length limit for validation sampling.
         engine: a rollout engine over ``model`` (default: an :class:`HFEngine` sharing it).
         progress: show a tqdm bar.
+        deadline: a ``time.time()`` after which training stops at the next step (a time budget).
 
     Returns:
         :class:`SFTResult`.
@@ -143,6 +146,7 @@ def train_sft(
     bar = _progress_bar(config.max_steps, progress, "sft")
     accuracy: float | None = None
     stopped_early = False
+    out_of_time = False
     step = 0
     model.train()
     with torch.random.fork_rng(devices=[]):
@@ -176,6 +180,9 @@ def train_sft(
                 if accuracy >= config.target_accuracy:
                     stopped_early = True
                     break
+            if deadline is not None and time.time() > deadline:
+                out_of_time = True
+                break
     if bar is not None:
         bar.close()
     model.eval()
@@ -183,8 +190,11 @@ def train_sft(
     message = f"sft: {step} steps in {seconds:.0f}s"
     if accuracy is not None:
         message += f", validation accuracy {accuracy:.2f}" + (" (target reached)" if stopped_early else " (target not reached)")
+    if out_of_time:
+        message += " -- stopped by the time budget"
     log(message)
-    return SFTResult(steps=step, val_accuracy=accuracy, stopped_early=stopped_early, seconds=seconds, history=history)
+    return SFTResult(steps=step, val_accuracy=accuracy, stopped_early=stopped_early, seconds=seconds, history=history,
+                     out_of_time=out_of_time)
 
 
 def save_sft_result(result: SFTResult, path: str | Path) -> None:

@@ -135,7 +135,7 @@ def test_hanging_item_times_out_and_the_rest_finish():
     assert [o.reason for o in out[:4]] == ["ok", "timeout", "ok", "timeout"]
     assert out[1] == Verdict.failure("timeout", timeout=FAST)
     assert all(o.correct for o in out[4:]) and len(out) == 8
-    assert elapsed < 10, elapsed  # two limits of 0.5 s, side by side; never a 60 s sleep
+    assert elapsed < 50, elapsed  # two limits of 0.5 s, side by side; never the 60 s sleep (slack for a loaded CPU)
     # Many items behind a hang on one worker: the other worker and the replacement finish them.
     out = verify_many(v, ["sleep"] + ["3"] * 300, ["3"] * 301, workers=2, timeout=FAST)
     assert out[0].reason == "timeout" and all(o.correct for o in out[1:])

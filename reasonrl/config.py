@@ -77,11 +77,9 @@ class SFTConfig:
     warmup_steps: int = 50  # linear warm-up steps
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max gradient norm (0 = off)
-    target_accuracy: float = 0.3  # stop once validation pass@1 >= this ...
-    target_pass_at_k: float = 0.0  # ... and validation pass@eval_samples >= this (both 0 = train max_steps)
-    eval_every: int = 25  # steps between validation checks
+    target_accuracy: float = 0.3  # stop once validation sampled accuracy >= this (0 = train max_steps)
+    eval_every: int = 25  # steps between validation checks (for target_accuracy)
     eval_problems: int = 256  # validation problems per check
-    eval_samples: int = 1  # samples per validation problem (k of pass@k; the RL group size is natural)
     eval_temperature: float = 1.0  # sampling temperature of the validation check
     solution_field: str = "worked_solution"  # metadata field holding the SFT target text
     max_length: int = 512  # longest prompt + solution in tokens (longer examples are skipped)
@@ -200,7 +198,7 @@ class TrainConfig:
         _check_positive(self, ("steps", "save_every"))
         _check_non_negative(self, ("keep_checkpoints", "threads", "verify_workers"))
         _check_positive(self.rollout, ("prompts_per_step", "group_size", "max_tokens"), "rollout")
-        _check_positive(self.sft, ("max_steps", "batch_size", "eval_every", "eval_problems", "eval_samples"), "sft")
+        _check_positive(self.sft, ("max_steps", "batch_size", "eval_every", "eval_problems"), "sft")
         _check_positive(self.eval, ("problems", "samples"), "eval")
         _check_non_negative(self.optim, ("minibatch_size", "micro_batch_size", "warmup_steps"), "optim")
         _check_positive(self.optim, ("epochs",), "optim")

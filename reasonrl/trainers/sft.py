@@ -4,16 +4,11 @@ Each example is a Problem's chat-templated prompt followed by its worked solutio
 (``metadata[config.solution_field]``) and the end-of-turn token; the loss is the mean next-token
 cross-entropy over the solution tokens only (the prompt is context, not a target).
 
-The warm-up aims at a *non-trivial but imperfect* policy. Every ``eval_every`` steps the model
-samples ``eval_samples`` responses per validation problem (disjoint from the train and test
-problems); training stops once the sampled accuracy (pass@1) reaches ``target_accuracy`` **and**
-pass@``eval_samples`` reaches ``target_pass_at_k``. A tiny model near 0% gives RL nothing to
-work with (every group is all-wrong); one at 100% leaves nothing to learn. The pass@k condition
-is what GRPO needs: with ``eval_samples`` = the group size it is the share of prompts whose group
-will contain at least one correct answer, i.e. that carry a learning signal. Measured on 3-digit
-addition, warm-ups stopped on pass@1 alone sometimes ended in a state where a whole class of
-problems (sums without any carry) was never answered correctly; RL then plateaued, while the
-same pass@1 with a higher pass@8 improved steadily.
+The warm-up aims at a *non-trivial but imperfect* policy: with ``target_accuracy`` > 0, every
+``eval_every`` steps the model samples one response per validation problem (disjoint from the
+train and test problems) and training stops once the accuracy reaches the target. A tiny model
+starting near 0% gives RL nothing to work with (every group is all-wrong); one at 100% leaves
+nothing to learn.
 """
 from __future__ import annotations
 
@@ -89,23 +84,17 @@ def sft_loss(model: Any, batch: dict[str, torch.Tensor]) -> torch.Tensor:
 
 
 def validation_accuracy(
-    engine: Any, tokenizer: Any, problems: Sequence[dict[str, Any]], temperature: float, max_tokens: int, seed: int,
-    samples: int = 1,
-) -> tuple[float, float]:
-    """``(pass@1, pass@samples)`` of sampled responses on ``problems`` (``samples`` responses each)."""
+    engine: Any, tokenizer: Any, problems: Sequence[dict[str, Any]], temperature: float, max_tokens: int, seed: int
+) -> float:
+    """Share of problems whose single sampled response verifies (one sample each)."""
     from reasonrl.engines.base import SamplingParams
     from reasonrl.envs.batch import verify_problems
 
     prompts = [render_prompt(tokenizer, p["prompt"]) for p in problems]
-    params = SamplingParams(n=samples, temperature=temperature, max_tokens=max_tokens, seed=seed)
-    groups = engine.generate(prompts, params)
-    flat_problems = [p for p, g in zip(problems, groups) for _ in g]
-    verdicts = verify_problems(flat_problems, [s.text for g in groups for s in g], workers=0)
-    correct = [v.correct for v in verdicts]
-    per_problem = [correct[i * samples : (i + 1) * samples] for i in range(len(problems))]
-    pass_1 = sum(correct) / max(len(correct), 1)
-    pass_k = sum(any(row) for row in per_problem) / max(len(per_problem), 1)
-    return pass_1, pass_k
+    params = SamplingParams(n=1, temperature=temperature, max_tokens=max_tokens, seed=seed)
+    samples = engine.generate(prompts, params)
+    verdicts = verify_problems(list(problems), [group[0].text for group in samples], workers=0)
+    return sum(v.correct for v in verdicts) / max(len(verdicts), 1)
 
 
 def train_sft(
@@ -151,7 +140,7 @@ def train_sft(
         warm = min(1.0, step / config.warmup_steps) if config.warmup_steps else 1.0
         return config.lr * warm
 
-    check = bool((config.target_accuracy > 0 or config.target_pass_at_k > 0) and val_problems)
+    check = bool(config.target_accuracy > 0 and val_problems)
     history: list[dict[str, float]] = []
     start = time.time()
     bar = _progress_bar(config.max_steps, progress, "sft")
@@ -183,14 +172,12 @@ def train_sft(
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", val_acc="-" if accuracy is None else f"{accuracy:.2f}")
             if check and step % config.eval_every == 0:
-                accuracy, pass_k = validation_accuracy(
-                    engine, tokenizer, val_problems, config.eval_temperature, max_tokens,
-                    derived_seed(seed, "sft-val", step), samples=config.eval_samples,
+                accuracy = validation_accuracy(
+                    engine, tokenizer, val_problems, config.eval_temperature, max_tokens, derived_seed(seed, "sft-val", step)
                 )
                 model.train()
-                history.append({"step": step, "loss": loss.item(), "val_accuracy": accuracy,
-                                f"val_pass@{config.eval_samples}": pass_k, "seconds": time.time() - start})
-                if accuracy >= config.target_accuracy and pass_k >= config.target_pass_at_k:
+                history.append({"step": step, "loss": loss.item(), "val_accuracy": accuracy, "seconds": time.time() - start})
+                if accuracy >= config.target_accuracy:
                     stopped_early = True
                     break
             if deadline is not None and time.time() > deadline:

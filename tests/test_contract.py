@@ -382,7 +382,7 @@ def test_batched_matches_single_step(name):
         _, reward, terminated, _, info = env.step(response)
         assert terminated and reward == info["verdict"].reward
         single.append(info["verdict"])
-    batched = verify_problems([p for p, _ in pairs], [r for _, r in pairs], workers=2)
+    batched = verify_problems([p for p, _ in pairs], [r for _, r in pairs], workers=2, timeout=120)  # generous: a loaded CI machine must not turn a slow start into a timeout verdict
     for (problem, response), one, many in zip(pairs, single, batched):
         assert (one.reward, one.correct, one.reason, one.extracted) == (many.reward, many.correct, many.reason, many.extracted), (
             f"{problem['id']}: step gave {one}, batch gave {many} for {response[:80]!r}"

@@ -148,6 +148,16 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class DeepSpeedSection:
+    """Multi-process training through DeepSpeed ZeRO. Used when the run is launched with several
+    ranks (``torchrun --nproc_per_node N -m reasonrl train ...``; ``WORLD_SIZE`` > 1); a run in one
+    process trains with a plain torch AdamW and ignores this section."""
+
+    zero_stage: int = 2  # 0-3: 1 shards optimizer state, 2 also gradients, 3 also parameters
+    offload_optimizer: bool = False  # keep the optimizer state in CPU memory (stage >= 1)
+
+
+@dataclass(frozen=True)
 class EvalConfig:
     """pass@1 on held-out problems before and after RL."""
 
@@ -169,7 +179,7 @@ class TrainConfig:
     eval_dataset: str = ""  # held-out Problem rows; empty = a split of dataset / the generator
     model: str = "tiny"  # "tiny" (build the embedded model) or a Hugging Face checkpoint directory
     tiny: TinyModelSection = field(default_factory=TinyModelSection)
-    engine: Literal["hf", "vllm"] = "hf"
+    engine: Literal["hf", "hf_fast", "vllm"] = "hf"  # rollouts: HF forward loop | static-cache (CUDA-graph) decode | vLLM
     output_dir: str = ""  # empty = runs/<task>-<model name>-seed<seed>
     overwrite: bool = False  # start afresh even if output_dir holds a run
     seed: int = 0
@@ -193,6 +203,7 @@ class TrainConfig:
     algorithm: AlgorithmConfig = field(default_factory=AlgorithmConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
 
     def __post_init__(self) -> None:
         _check_positive(self, ("steps", "save_every"))
@@ -202,6 +213,8 @@ class TrainConfig:
         _check_positive(self.eval, ("problems", "samples"), "eval")
         _check_non_negative(self.optim, ("minibatch_size", "micro_batch_size", "warmup_steps"), "optim")
         _check_positive(self.optim, ("epochs",), "optim")
+        if self.deepspeed.zero_stage not in (0, 1, 2, 3):
+            raise ConfigError(f"deepspeed.zero_stage must be one of 0, 1, 2, 3, got {self.deepspeed.zero_stage}")
         if self.rollout.temperature <= 0:
             raise ConfigError("rollout.temperature must be > 0 for RL sampling")
         if not 0 < self.rollout.top_p <= 1:
@@ -215,6 +228,31 @@ class TrainConfig:
                 f"algorithm.kl_in=reward needs a token-level estimator (reinforce_plus_plus, "
                 f"reinforce_plus_plus_baseline, remax, ppo); {self.algorithm.estimator} takes KL in the loss"
             )
+
+    def check_world_size(self, world_size: int) -> None:
+        """Reject settings a run over ``world_size`` ranks cannot split evenly (every rank must run
+        the same number of micro-batches: ZeRO reduces gradients in each backward pass)."""
+        if world_size <= 1:
+            return
+        r, o = self.rollout, self.optim
+        batch = r.prompts_per_step * r.group_size
+        minibatch = o.minibatch_size or batch
+        problems = []
+        if r.prompts_per_step % world_size:
+            problems.append(f"rollout.prompts_per_step={r.prompts_per_step} must be a multiple of the {world_size} ranks")
+        if batch % minibatch or minibatch % world_size:
+            problems.append(
+                f"optim.minibatch_size={o.minibatch_size} must divide the batch of {batch} sequences and be a "
+                f"multiple of the {world_size} ranks"
+            )
+        if self.estimator_name == "gae":
+            problems.append("algorithm.estimator=ppo (value head) runs in one process only for now")
+        if self.algorithm.dynamic_sampling:
+            problems.append("algorithm.dynamic_sampling runs in one process only for now (the refill is not split over ranks)")
+        if self.engine == "vllm" and self.deepspeed.zero_stage == 3:
+            problems.append("engine=vllm with deepspeed.zero_stage=3 is not supported; use zero_stage<=2")
+        if problems:
+            raise ConfigError(f"launched with {world_size} ranks: " + "; ".join(problems))
 
     @property
     def estimator_name(self) -> str:

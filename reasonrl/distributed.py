@@ -11,7 +11,8 @@ The launcher sets ``RANK``, ``LOCAL_RANK``, ``WORLD_SIZE``, ``MASTER_ADDR`` and 
 code runs unlaunched). Backend: NCCL on GPUs, gloo on CPU (DeepSpeed runs on CPU with gloo; this
 is how the 2-rank path is tested on a CPU-only machine).
 
-How a trainer uses this module::
+:class:`reasonrl.trainers.rl.RLTrainer` does this when ``WORLD_SIZE`` > 1 (``reasonrl train``
+under ``torchrun``). How a trainer uses this module::
 
     ctx = init_distributed()                         # before building the model
     ds_config = deepspeed_config(stage=2, micro_batch_size=mb, grad_accum_steps=ga,
@@ -22,7 +23,8 @@ How a trainer uses this module::
         loss, metrics = compute_policy_loss(..., num_tokens=micro_batch_normalizer(
             global_token_count, ctx.world_size, ga))
         engine.backward(loss)
-        engine.step()                                 # steps the optimizer every ga micro-batches
+        engine.step()                                 # after EVERY backward: DeepSpeed counts micro-batches
+                                                      # here and updates on every ga-th call
     state = gathered_state_dict(engine)               # full weights (ZeRO-3 too) for vLLM sync / saving
 
 **Matching the single-process loss.** DeepSpeed averages gradients over ranks and divides each

@@ -82,7 +82,7 @@ def test_bad_enum_lists_choices():
     with pytest.raises(ConfigError) as info:
         load_config(TrainConfig, None, ["algorithm.estimator=ppo2"])
     assert "valid choices" in str(info.value) and "rloo" in str(info.value) and "remax" in str(info.value)
-    with pytest.raises(ConfigError, match="engine.*hf, vllm"):
+    with pytest.raises(ConfigError, match="engine.*hf, hf_fast, vllm"):
         load_config(TrainConfig, None, ["engine=tgi"])
 
 
@@ -141,3 +141,19 @@ def test_default_output_dir_is_deterministic():
     # Rerunning the same command must find the same directory (that is how resume works).
     assert TrainConfig(seed=2).resolved_output_dir() == Path("runs/arith-tiny-seed2")
     assert TrainConfig(model="/m/Qwen2.5-0.5B/", task="gsm8k").resolved_output_dir() == Path("runs/gsm8k-Qwen2.5-0.5B-seed0")
+
+
+def test_world_size_checks_name_the_keys():
+    config = load_config(TrainConfig, None, ["rollout.prompts_per_step=6", "optim.minibatch_size=12"])
+    config.check_world_size(1)
+    config.check_world_size(2)
+    with pytest.raises(ConfigError, match="prompts_per_step=6 must be a multiple of the 4 ranks"):
+        config.check_world_size(4)
+    with pytest.raises(ConfigError, match="minibatch_size=12"):
+        load_config(TrainConfig, None, ["rollout.prompts_per_step=8", "optim.minibatch_size=12"]).check_world_size(8)
+    with pytest.raises(ConfigError, match="estimator=ppo"):
+        load_config(TrainConfig, None, ["algorithm.estimator=ppo"]).check_world_size(2)
+    with pytest.raises(ConfigError, match="dynamic_sampling"):
+        load_config(TrainConfig, None, ["algorithm.dynamic_sampling=true"]).check_world_size(2)
+    with pytest.raises(ConfigError, match="zero_stage must be one of 0, 1, 2, 3"):
+        load_config(TrainConfig, None, ["deepspeed.zero_stage=4"])

@@ -161,3 +161,19 @@ def test_console_entry_point_is_deterministic_across_processes(tmp_path):
         assert done.returncode == 0, done.stderr
         outputs.append(out.read_bytes())
     assert outputs[0] == outputs[1] and len(outputs[0].splitlines()) == 40
+
+
+def test_closed_pipe_ends_quietly():
+    """`reasonrl gen --output - | head` must not end in a BrokenPipeError traceback."""
+    import subprocess
+    import sys
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "reasonrl", "gen", "--task", "arith", "--n", "20000", "--output", "-", "--no-progress"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )
+    first = proc.stdout.readline()
+    proc.stdout.close()  # the reader goes away, like `head -1`
+    stderr = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141
+    assert first.startswith(b"{") and "Traceback" not in stderr and "BrokenPipe" not in stderr

@@ -1,6 +1,8 @@
 """HFEngine: n samples per prompt, exact per-token log-probs, seeds, stop strings, EOS, left padding."""
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
@@ -119,18 +121,45 @@ def test_stop_strings_cut_text_and_tokens(engine):
     assert cut.token_ids == base.token_ids[: len(cut.token_ids)] and len(cut.logprobs) == len(cut.token_ids)
 
 
-def test_top_p_sampler():
+@pytest.mark.parametrize("draw", ["uniforms", "global"])
+def test_top_p_sampler(draw):
     logits = torch.tensor([[3.0, 2.0, 0.0, -1.0]] * 2000)
     gen = torch.Generator().manual_seed(0)
-    tokens, logprobs = _sample(logits, 1.0, 0.6, gen)
+    uniforms = (lambda: torch.rand(2000, generator=gen)) if draw == "uniforms" else (lambda: None)
+    tokens, logprobs = _sample(logits, 1.0, 0.6, uniforms())
     probs = torch.softmax(logits[0], -1)  # [0.696, 0.256, 0.035, 0.013]: top-p 0.6 keeps token 0 only
     assert set(tokens.tolist()) == {0}
     assert torch.allclose(logprobs, torch.log(probs[0]).expand(2000))  # unfiltered log-prob, like vLLM
-    tokens, _ = _sample(logits, 1.0, 0.9, gen)  # keeps tokens 0 and 1, renormalised
+    tokens, _ = _sample(logits, 1.0, 0.9, uniforms())  # keeps tokens 0 and 1, renormalised
     share = (tokens == 0).float().mean().item()
     assert set(tokens.tolist()) == {0, 1} and abs(share - probs[0] / (probs[0] + probs[1])) < 0.04
+    tokens, _ = _sample(logits, 1.0, 1.0, uniforms())  # the full distribution
+    counts = torch.bincount(tokens, minlength=4).float() / 2000
+    assert torch.allclose(counts, probs, atol=0.03)
     greedy, _ = _sample(logits[:1], 0.0, 1.0, None)
     assert greedy.tolist() == [0]
+
+
+def test_inverse_cdf_draw_edges():
+    logits = torch.tensor([[0.0, 0.0, -float("inf"), 0.0, -float("inf")]] * 4)
+    # u = 0 picks the first token with mass; u just below 1 the last one, never a zero-mass token.
+    tokens, _ = _sample(logits, 1.0, 1.0, torch.tensor([0.0, 0.34, 0.67, 1 - 2**-24]))
+    assert tokens.tolist() == [0, 1, 3, 3]
+
+
+def test_seeded_samples_do_not_depend_on_batch_split(engine):
+    """A prompt's samples depend on (seed, its index), not on its neighbours: a batch split in two
+    calls with first_prompt_index set samples what the whole batch does (how ranks split a step)."""
+    prompts = [chat(engine, q) for q in ("a", "a longer question", "b", "what is 2+2")]
+    params = SamplingParams(n=3, max_tokens=8, seed=11)
+    whole = engine.generate(prompts, params)
+    head = engine.generate(prompts[:2], params)
+    tail = engine.generate(prompts[2:], replace(params, first_prompt_index=2))
+    for got, want in zip(head + tail, whole):
+        assert [s.token_ids for s in got] == [s.token_ids for s in want]
+        for a, b in zip(got, want):
+            assert a.logprobs == pytest.approx(b.logprobs, abs=1e-5)
+    assert [s.token_ids for s in tail[0]] != [s.token_ids for s in engine.generate(prompts[2:], params)[0]]
 
 
 def test_sync_weights_from_another_model(engine, tmp_path):

@@ -207,6 +207,41 @@ def test_shared_prompt_forward_matches_the_plain_pass(tiny_dir):
     assert all(torch.allclose(grad_a[k], grad_b[k], atol=1e-5, rtol=1e-4) for k in grad_a)
 
 
+def test_chunked_logprobs_match_one_pass_with_gradients(tiny_dir, monkeypatch):
+    """response_logprobs converts logits to fp32 a few rows at a time (recomputed in backward);
+    the log-probs, entropies and gradients equal the one-shot formula's."""
+    from reasonrl.trainers import rl
+
+    model = AutoModelForCausalLM.from_pretrained(tiny_dir).train()
+    torch.manual_seed(1)
+    B, P, T = 6, 4, 5
+    ids = torch.randint(0, 200, (B, P + T))
+    mask = torch.ones(B, P + T, dtype=torch.long)
+    mask[2, -2:] = 0
+    weights = torch.randn(B, T)
+
+    def run():
+        model.zero_grad()
+        logprobs, entropy, _ = rl.response_logprobs(model, ids, mask, T, temperature=0.7, with_entropy=True)
+        (logprobs * weights).sum().backward()
+        return logprobs.detach(), entropy, {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    vocab = model.config.vocab_size
+    monkeypatch.setattr(rl, "LOGPROB_CHUNK_ELEMENTS", 2 * T * vocab)  # 2 rows per chunk: 3 chunks
+    chunked = run()
+    # The formula written out on the whole batch at once.
+    model.zero_grad()
+    out = model(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+    logits = out.logits[:, P - 1 : -1, :].float() / 0.7
+    reference = torch.log_softmax(logits, -1).gather(-1, ids[:, -T:].unsqueeze(-1)).squeeze(-1)
+    entropy = -(torch.softmax(logits, -1) * torch.log_softmax(logits, -1)).sum(-1)
+    (reference * weights).sum().backward()
+    grads = {k: p.grad.clone() for k, p in model.named_parameters()}
+    assert torch.allclose(chunked[0], reference.detach(), atol=1e-5)
+    assert torch.allclose(chunked[1], entropy.detach(), atol=1e-5)
+    assert all(torch.allclose(chunked[2][k], grads[k], atol=1e-5, rtol=1e-4) for k in grads)
+
+
 def test_step_with_no_signal_at_all_is_skipped_cleanly(tiny_dir, source):
     flat = lambda problems, responses: [Verdict(reward=0.0, correct=False) for _ in responses]  # noqa: E731
     trainer = make_trainer(tiny_dir, source, ["algorithm.dynamic_sampling=true", "algorithm.max_sampling_rounds=2"],

@@ -57,6 +57,21 @@ def test_tiny_run_leaves_a_complete_run_directory(tmp_path, capsys):
     assert "different config (seed differ)" in capsys.readouterr().err
 
 
+def test_fast_engine_is_selectable_and_trains(tmp_path, capsys, monkeypatch):
+    """engine=hf_fast runs the static-cache decode (FastHFEngine) for rollouts and evaluations."""
+    from reasonrl.engines import fast_decode
+
+    calls = []
+    original = fast_decode.FastHFEngine._fast_chunk
+    monkeypatch.setattr(fast_decode.FastHFEngine, "_fast_chunk",
+                        lambda self, *a, **k: calls.append(1) or original(self, *a, **k))
+    out = tmp_path / "fast"
+    assert main(["train", f"output_dir={out}", *MICRO, "engine=hf_fast", "sft.max_steps=2"]) == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"]["engine"] == "hf_fast" and summary["steps"] == 4
+    assert len(calls) >= 4 + 2  # every RL step's rollout and both evaluations went through the fast path
+
+
 def test_missing_checkpoint_path(tmp_path, capsys):
     assert main(["train", f"output_dir={tmp_path / 'r'}", "model=/no/such/checkpoint"]) == 2
     assert "model path not found: /no/such/checkpoint" in capsys.readouterr().err
@@ -82,7 +97,7 @@ def test_unknown_config_key_suggests_close_matches(capsys):
 
 def test_bad_choice_lists_valid_values(capsys):
     assert main(["train", "engine=tgi"]) == 2
-    assert "valid choices: hf, vllm" in capsys.readouterr().err
+    assert "valid choices: hf, hf_fast, vllm" in capsys.readouterr().err
 
 
 def test_print_config_and_list_keys(capsys):

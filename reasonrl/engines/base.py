@@ -17,7 +17,11 @@ class SamplingParams:
     """Sampling settings shared by every engine.
 
     temperature 0 means greedy. ``stop`` strings end a sample (the stop string is not kept in
-    ``text``; its tokens are not kept either). ``seed`` makes a call repeatable.
+    ``text``; its tokens are not kept either). ``seed`` makes a call repeatable: prompt ``i`` of
+    the call draws from its own stream, seeded with ``seed + first_prompt_index + i``, so its
+    samples do not depend on which other prompts share the call. A batch split over several
+    calls (or ranks) with ``first_prompt_index`` set to each part's offset samples exactly what
+    one call with the whole batch would.
     """
 
     n: int = 1
@@ -26,6 +30,11 @@ class SamplingParams:
     max_tokens: int = 64
     stop: tuple[str, ...] = ()
     seed: int | None = None
+    first_prompt_index: int = 0  # index of this call's first prompt in the whole batch (see above)
+
+    def prompt_seed(self, index: int) -> int | None:
+        """Seed of the stream prompt ``index`` of the call samples from (None: unseeded)."""
+        return None if self.seed is None else int(self.seed) + self.first_prompt_index + index
 
 
 @dataclass

@@ -16,9 +16,11 @@ Log-probs are ``log_softmax(logits / temperature)`` of the sampled token (the un
 distribution, before top-p), as vLLM reports them; at temperature 0 (greedy) the plain
 ``log_softmax(logits)``. Prompts are left-padded; the model sees the right ``position_ids``.
 
-Randomness: with ``params.seed`` set, sampling uses a private ``torch.Generator`` seeded with
-it, so a call is repeatable and leaves the global RNG untouched; without it, the global torch
-RNG is used.
+Randomness: with ``params.seed`` set, each prompt draws from a private ``torch.Generator``
+seeded with ``params.prompt_seed(i)`` (one uniform per sample and step, turned into a token by
+inverse-CDF sampling), so a call is repeatable, leaves the global RNG untouched, and a prompt's
+samples do not depend on the other prompts of the call or on how a batch is chunked or split
+over ranks. Without a seed, the global torch RNG is used.
 """
 from __future__ import annotations
 
@@ -98,10 +100,6 @@ class HFEngine(RolloutEngine):
         if params.max_tokens < 1:
             raise ValueError(f"SamplingParams.max_tokens must be >= 1, got {params.max_tokens}")
         encoded = [self.tokenizer(p, add_special_tokens=False)["input_ids"] for p in prompts]
-        generator = None
-        if params.seed is not None:
-            generator = torch.Generator(device=self.device)
-            generator.manual_seed(int(params.seed))
         results: list[list[Sample]] = [[] for _ in prompts]
         prompts_per_chunk = max(1, self.max_batch_size // params.n)
         was_training = self.model.training
@@ -114,7 +112,8 @@ class HFEngine(RolloutEngine):
             with autocast:
                 for start in range(0, len(encoded), prompts_per_chunk):
                     chunk = encoded[start : start + prompts_per_chunk]
-                    samples = self._generate_chunk(chunk, params, generator)
+                    uniforms = self._prompt_uniforms(params, start, len(chunk))
+                    samples = self._generate_chunk(chunk, params, uniforms)
                     for offset, group in enumerate(samples):
                         results[start + offset] = group
         finally:
@@ -122,9 +121,21 @@ class HFEngine(RolloutEngine):
                 self.model.train()
         return results
 
+    def _prompt_uniforms(self, params: SamplingParams, first: int, count: int) -> torch.Tensor | None:
+        """``(count * n, max_tokens)`` uniforms: row ``p * n + j`` is sample j of prompt ``first + p``,
+        drawn from that prompt's own seeded stream (None without a seed, or greedy)."""
+        if params.seed is None or params.temperature <= 0:
+            return None
+        rows = []
+        for p in range(first, first + count):
+            generator = torch.Generator(device=self.device)
+            generator.manual_seed(params.prompt_seed(p) % 2**63)
+            rows.append(torch.rand((params.n, params.max_tokens), generator=generator, device=self.device))
+        return torch.cat(rows)
+
     @torch.no_grad()
     def _generate_chunk(
-        self, prompt_ids: list[list[int]], params: SamplingParams, generator: torch.Generator | None
+        self, prompt_ids: list[list[int]], params: SamplingParams, uniforms: torch.Tensor | None
     ) -> list[list[Sample]]:
         device = self.device
         n, num_prompts = params.n, len(prompt_ids)
@@ -164,7 +175,9 @@ class HFEngine(RolloutEngine):
         active = torch.arange(total, device=device)  # rows of the full batch still decoding, in cache order
 
         for step in range(params.max_tokens):
-            chosen, chosen_logprob = _sample(logits, params.temperature, params.top_p, generator)
+            chosen, chosen_logprob = _sample(
+                logits, params.temperature, params.top_p, None if uniforms is None else uniforms[active, step]
+            )
             tokens[active, step] = chosen
             logprobs[active, step] = chosen_logprob
             lengths[active] += 1
@@ -233,12 +246,14 @@ class HFEngine(RolloutEngine):
 
 
 def _sample(
-    logits: torch.Tensor, temperature: float, top_p: float, generator: torch.Generator | None
+    logits: torch.Tensor, temperature: float, top_p: float, uniforms: torch.Tensor | None = None
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Pick one token per row; return it and its log-prob under softmax(logits / T) (greedy: T = 1).
 
     Args:
         logits: ``(B, V)``.
+        uniforms: ``(B,)`` in [0, 1): the row's draw, mapped to a token through the inverse of the
+            (top-p filtered) CDF; None draws from the global RNG.
     Returns:
         ``(tokens (B,), logprobs (B,))``.
     """
@@ -254,7 +269,15 @@ def _sample(
         outside = sorted_probs.cumsum(dim=-1) - sorted_probs >= top_p
         sorted_probs = sorted_probs.masked_fill(outside, 0.0)
         probs = torch.zeros_like(probs).scatter(1, order, sorted_probs)
-    chosen = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+    if uniforms is None:
+        chosen = torch.multinomial(probs, 1).squeeze(1)
+    else:
+        cdf = probs.cumsum(dim=-1)
+        # The first token whose cumulative mass exceeds u * total: a zero-probability token never
+        # exceeds its predecessor's cumulative mass, so it is never picked.
+        total = cdf[:, -1:]
+        target = torch.minimum(uniforms.to(cdf.dtype).unsqueeze(1) * total, total * (1 - 2**-23))  # stays < total
+        chosen = torch.searchsorted(cdf, target, right=True).squeeze(1).clamp(max=probs.shape[-1] - 1)
     return chosen, log_probs.gather(1, chosen.unsqueeze(1)).squeeze(1)
 
 

@@ -49,7 +49,7 @@ HFEngine. An EOS token that ended a sample stays in ``token_ids`` (the model mus
 emit it) but not in ``text``.
 
 **Seeds.** With ``SamplingParams.seed = s``, prompt ``i`` of a call is sampled with seed
-``s + i``: identical prompts in one call still get different samples, and the same call
+``s + first_prompt_index + i`` (vLLM's per-request seed): identical prompts in one call still get different samples, and the same call
 repeats exactly. Without a seed an in-process engine draws from this process's global torch
 RNG (so a trainer that restores its RNG state on resume replays the same rollouts). Building
 the engine leaves the global RNG states as they were (vLLM would reseed them).
@@ -212,7 +212,7 @@ class VLLMEngine(RolloutEngine):
                 top_p=params.top_p,
                 max_tokens=params.max_tokens,
                 stop=list(params.stop) or None,
-                seed=None if params.seed is None else params.seed + index,
+                seed=params.prompt_seed(index),
                 logprobs=0,  # the sampled token's log-prob only
             )
             for index in range(len(prompts))

@@ -12,6 +12,11 @@
 
 A checkpoint is written into ``step-N.tmp`` and renamed when complete, so a run killed while
 saving never leaves a half checkpoint that a resume would pick up.
+
+A run over several ranks (DeepSpeed ZeRO) writes the same files, except that the optimizer state
+is DeepSpeed's own, one shard per rank, in ``deepspeed/`` (with its copy of the module weights):
+see :func:`save_deepspeed_checkpoint`. The HF weights stay whole (gathered under ZeRO-3), so the
+checkpoint still loads anywhere. Multi-node runs need ``OUTPUT_DIR`` on a filesystem every node sees.
 """
 from __future__ import annotations
 
@@ -94,6 +99,70 @@ def save_checkpoint(
     return final
 
 
+def save_deepspeed_checkpoint(
+    run_dir: str | os.PathLike,
+    step: int,
+    engine: Any,
+    tokenizer: Any,
+    trainer_state: dict[str, Any],
+    is_main: bool,
+    keep: int = 0,
+) -> Path:
+    """:func:`save_checkpoint` for a DeepSpeed engine; every rank calls it (it runs collectives).
+
+    Rank 0 prepares ``step-N.tmp``; every rank writes its ZeRO shard into ``deepspeed/``; the
+    whole weights are gathered and rank 0 writes them in HF format with the tokenizer, RNG and
+    trainer state, then renames the directory.
+    """
+    import torch.distributed as dist
+
+    from reasonrl.distributed import gathered_state_dict
+
+    root = Path(run_dir) / "checkpoints"
+    final, tmp = root / f"step-{step}", root / f"step-{step}.tmp"
+    if is_main:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+        tmp.mkdir(parents=True)
+    dist.barrier()
+    engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG, save_latest=False)
+    weights = gathered_state_dict(engine)
+    if is_main:
+        engine.module.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+        if tokenizer is not None:
+            tokenizer.save_pretrained(tmp)
+        torch.save(rng_state(), tmp / "rng.pt")
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}, indent=2) + "\n")
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        if keep > 0:
+            for old in list_checkpoints(run_dir)[:-keep]:
+                shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return final
+
+
+DEEPSPEED_TAG = "deepspeed"
+
+
+def restore_deepspeed_checkpoint(checkpoint: str | os.PathLike, engine: Any, restore_rng: bool = True) -> dict[str, Any]:
+    """Load a :func:`save_deepspeed_checkpoint` into ``engine`` (weights and ZeRO optimizer shards,
+    on every rank); returns the trainer state."""
+    checkpoint = Path(checkpoint)
+    if not (checkpoint / DEEPSPEED_TAG).is_dir():
+        raise FileNotFoundError(
+            f"{checkpoint} holds no DeepSpeed state: it was written by a run in one process; resume it in one process"
+        )
+    path, _ = engine.load_checkpoint(str(checkpoint), tag=DEEPSPEED_TAG, load_optimizer_states=True,
+                                     load_lr_scheduler_states=False)
+    if path is None:
+        raise RuntimeError(f"DeepSpeed could not load {checkpoint / DEEPSPEED_TAG}")
+    if restore_rng and (checkpoint / "rng.pt").exists():
+        set_rng_state(torch.load(checkpoint / "rng.pt", weights_only=False))
+    return load_trainer_state(checkpoint)
+
+
 def list_checkpoints(run_dir: str | os.PathLike) -> list[Path]:
     """Complete checkpoints of a run, oldest first."""
     root = Path(run_dir) / "checkpoints"
@@ -139,6 +208,10 @@ def restore_checkpoint(
     tied = {"lm_head.weight"} if getattr(unwrapped.config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
         raise RuntimeError(f"{checkpoint}: weights do not match the model (missing {missing}, unexpected {unexpected})")
+    if optimizer is not None and not (checkpoint / "optimizer.pt").exists() and (checkpoint / "deepspeed").is_dir():
+        raise FileNotFoundError(
+            f"{checkpoint} was written by a run over several ranks (DeepSpeed); resume it with the same launch command"
+        )
     if optimizer is not None and (checkpoint / "optimizer.pt").exists():
         optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=False))
     if restore_rng and (checkpoint / "rng.pt").exists():

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 import torch
+import torch.utils.checkpoint
 
 from reasonrl.algorithms import (
     AdvantageConfig,
@@ -47,6 +48,7 @@ from reasonrl.algorithms import (
     zero_variance_group_share,
 )
 from reasonrl.config import TrainConfig
+from reasonrl.distributed import DistributedContext, all_reduce_mean, micro_batch_normalizer
 from reasonrl.engines.base import Sample, SamplingParams
 from reasonrl.trainers.data import ProblemSource, ProblemStream, derived_seed, render_prompt
 from reasonrl.types import Verdict
@@ -185,19 +187,49 @@ def response_logprobs(
         )
         logits = out.logits[:, :-1, :]
         hidden = out.hidden_states[-1][:, -T - 1 : -1, :] if value_head is not None else None
+    targets = input_ids[:, -T:]
+    # The fp32 copy of (rows, T, vocab) logits is the largest tensor of the step (2.5 GiB for a
+    # micro-batch of 16 x 257 positions of a 152k vocabulary). Work through it a few rows at a time and, when it
+    # needs a gradient, recompute each chunk's fp32 copy in the backward pass (checkpointing)
+    # instead of keeping all of them alive: only the model's own logits stay in memory.
+    rows = max(1, LOGPROB_CHUNK_ELEMENTS // max(T * logits.shape[-1], 1))
+    logprob_parts, entropy_parts = [], []
+    for start in range(0, logits.shape[0], rows):
+        chunk, chunk_targets = logits[start : start + rows], targets[start : start + rows]
+        if chunk.requires_grad and logits.shape[0] > rows:
+            logprob_parts.append(
+                torch.utils.checkpoint.checkpoint(_token_logprobs, chunk, chunk_targets, temperature, use_reentrant=False)
+            )
+        else:
+            logprob_parts.append(_token_logprobs(chunk, chunk_targets, temperature))
+        if with_entropy:
+            with torch.no_grad():
+                entropy_parts.append(_token_entropy(chunk, temperature))
+    logprobs = torch.cat(logprob_parts)
+    entropy = torch.cat(entropy_parts) if with_entropy else None
+    values = value_head(hidden) if value_head is not None else None
+    return logprobs, entropy, values
+
+
+# Logits elements converted to fp32 at once in response_logprobs (64M floats = 256 MiB).
+LOGPROB_CHUNK_ELEMENTS = 1 << 26
+
+
+def _token_logprobs(logits: torch.Tensor, targets: torch.Tensor, temperature: float) -> torch.Tensor:
+    """``log softmax(logits / temperature)`` at ``targets``, in fp32: ``(rows, T, V) -> (rows, T)``."""
     logits = logits.float()
     if temperature != 1.0:
         logits = logits / temperature
-    targets = input_ids[:, -T:]
+    return logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
+
+
+def _token_entropy(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Entropy of ``softmax(logits / temperature)`` per position, in fp32 (no gradient)."""
+    logits = logits.detach().float()
+    if temperature != 1.0:
+        logits = logits / temperature
     log_norm = torch.logsumexp(logits, dim=-1)
-    logprobs = logits.gather(-1, targets.unsqueeze(-1)).squeeze(-1) - log_norm
-    entropy = None
-    if with_entropy:
-        with torch.no_grad():
-            probs = torch.softmax(logits, dim=-1)
-            entropy = log_norm - (probs * logits).sum(-1)
-    values = value_head(hidden) if value_head is not None else None
-    return logprobs, entropy, values
+    return log_norm - (torch.softmax(logits, dim=-1) * logits).sum(-1)
 
 
 def _shared_prompt_forward(
@@ -263,8 +295,11 @@ class RLTrainer:
         hooks: Sequence[TrainerHooks] = (),
         verify_fn: Callable[[list[dict[str, Any]], list[str]], list[Verdict]] | None = None,
         log: Callable[[str], None] = print,
+        dist: DistributedContext | None = None,
     ) -> None:
         self.config = config
+        self.dist = dist or DistributedContext()
+        config.check_world_size(self.dist.world_size)
         self.algo = config.algorithm
         self.model = model
         self.tokenizer = tokenizer
@@ -302,15 +337,27 @@ class RLTrainer:
         )
         params = list(model.parameters()) + (list(self.value_head.parameters()) if self.value_head else [])
         opt = config.optim
-        self.optimizer = torch.optim.AdamW(
-            params, lr=opt.lr, weight_decay=opt.weight_decay, betas=(opt.beta1, opt.beta2)
-        )
         self.step = 0
-        # Rows whose advantage is 0 everywhere are left out of the update when that is exact (see update()).
-        self.skip_zero_advantage_rows = True
+        # Several ranks: DeepSpeed ZeRO owns the optimizer, and the training forward goes through
+        # its engine (see _setup_deepspeed); one process: a plain torch AdamW.
+        self.deepspeed = None
+        self.forward_model = model
+        if self.dist.world_size > 1:
+            self._setup_deepspeed()
+        else:
+            self.optimizer = torch.optim.AdamW(
+                params, lr=opt.lr, weight_decay=opt.weight_decay, betas=(opt.beta1, opt.beta2)
+            )
+        # Rows whose advantage is 0 everywhere are left out of the update when that is exact (see
+        # update()). Not across ranks: every rank must run the same number of backward passes.
+        self.skip_zero_advantage_rows = self.deepspeed is None
         # One forward per distinct prompt (groups share theirs); HF drops the KV cache under
-        # gradient checkpointing, so that path keeps the plain forward.
-        self.share_prompts = config.optim.share_prompt_forward and not config.optim.gradient_checkpointing
+        # gradient checkpointing, so that path keeps the plain forward. ZeRO-3 fetches parameters
+        # module by module as the forward runs; it keeps the plain single forward too.
+        self.share_prompts = (
+            config.optim.share_prompt_forward and not config.optim.gradient_checkpointing
+            and not (self.deepspeed is not None and config.deepspeed.zero_stage == 3)
+        )
         # The update can reuse the forward pass's own log-probs as log π_old only when it is the
         # single, first update on this batch and nothing needed log π_old beforehand.
         self.single_update = (
@@ -319,6 +366,31 @@ class RLTrainer:
             and not kl_in_reward
             and not self.is_ppo
         )
+
+    def _setup_deepspeed(self) -> None:
+        """Wrap the policy in a DeepSpeed ZeRO engine for a run over several ranks.
+
+        Each rank updates on its share of every minibatch (``minibatch / world_size`` rows, in
+        micro-batches of ``optim.micro_batch_size``): that is ``grad_accum_steps`` backward passes
+        per optimizer step, the same count on every rank. Gradient clipping is DeepSpeed's (global
+        norm over all ranks); the learning rate is set on its optimizer before each step.
+        """
+        from reasonrl.distributed import deepspeed_config, wrap_with_deepspeed
+
+        c, opt, world = self.config, self.config.optim, self.dist.world_size
+        rows_per_rank = (opt.minibatch_size or c.rollout.prompts_per_step * c.rollout.group_size) // world
+        micro = min(opt.micro_batch_size or rows_per_rank, rows_per_rank)
+        self.grad_accum_steps = -(-rows_per_rank // micro)
+        ds_config = deepspeed_config(
+            c.deepspeed.zero_stage, micro_batch_size=micro, grad_accum_steps=self.grad_accum_steps, world_size=world,
+            lr=opt.lr, betas=(opt.beta1, opt.beta2), weight_decay=opt.weight_decay,
+            grad_clip=opt.grad_clip if opt.grad_clip > 0 else None,
+            offload_optimizer=c.deepspeed.offload_optimizer,
+        )
+        # fp32 master weights; bf16 comes from the same torch.autocast as in one process.
+        self.deepspeed = wrap_with_deepspeed(self.model, ds_config)
+        self.forward_model = self.deepspeed
+        self.optimizer = self.deepspeed.optimizer
 
     # -- one step -------------------------------------------------------------------------------
 
@@ -338,7 +410,7 @@ class RLTrainer:
             self.score(batch)  # log π_old / log π_ref / values where needed before the update
             self.compute_advantages(batch)
             update_metrics = self.update(batch)
-            self.engine.sync_weights(self.model)
+            self.sync_engine_weights()
         timings["train"] = time.perf_counter() - start
 
         metrics = self.step_metrics(batch, update_metrics, timings)
@@ -389,11 +461,18 @@ class RLTrainer:
         return batch
 
     def _sample_groups(self, problems: list[dict[str, Any]], round_index: int, timings: dict[str, float]) -> RolloutBatch:
+        """Sample and verify the groups of ``problems``. Over several ranks, each rank samples and
+        verifies a contiguous share of the prompts (prompt ``i`` keeps its own seeded stream, so the
+        samples are those one process would draw) and the shares are gathered: every rank then holds
+        the whole batch, and advantages use whole-batch statistics."""
         r = self.config.rollout
-        prompts = [render_prompt(self.tokenizer, p["prompt"]) for p in problems]
+        share = len(problems) // self.dist.world_size if self.dist.world_size > 1 else len(problems)
+        first = self.dist.rank * share if self.dist.world_size > 1 else 0
+        mine = problems[first : first + share]
+        prompts = [render_prompt(self.tokenizer, p["prompt"]) for p in mine]
         params = SamplingParams(
             n=r.group_size, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, stop=tuple(r.stop),
-            seed=derived_seed(self.config.seed, "rollout", self.step, round_index),
+            seed=derived_seed(self.config.seed, "rollout", self.step, round_index), first_prompt_index=first,
         )
         start = time.perf_counter()
         groups = self.engine.generate(prompts, params) if prompts else []
@@ -403,18 +482,23 @@ class RLTrainer:
             baseline_groups = self.engine.generate(prompts, greedy)
         timings["generate"] += time.perf_counter() - start
 
+        start = time.perf_counter()
+        verdicts = self.verify_fn([p for p, g in zip(mine, groups) for _ in g], [s.text for g in groups for s in g]) if groups else []
+        base_rewards = None
+        if baseline_groups is not None:
+            base_rewards = [v.reward for v in self.verify_fn(mine, [g[0].text for g in baseline_groups])]
+        timings["verify"] += time.perf_counter() - start
+        if self.dist.world_size > 1:
+            groups, verdicts, base_rewards = self._gather_shares(groups, verdicts, base_rewards)
+
         flat_problems = [p for p, g in zip(problems, groups) for _ in g]
         samples = [s for g in groups for s in g]
         group_ids = torch.tensor([i for i, g in enumerate(groups) for _ in g], dtype=torch.long)
         # Group ids must stay distinct across dynamic-sampling rounds.
         group_ids += round_index * max(len(problems), 1)
-        start = time.perf_counter()
-        verdicts = self.verify_fn(flat_problems, [s.text for s in samples]) if samples else []
         baseline = None
-        if baseline_groups is not None:
-            base_verdicts = self.verify_fn(problems, [g[0].text for g in baseline_groups])
-            baseline = torch.tensor([base_verdicts[i].reward for i, g in enumerate(groups) for _ in g], dtype=torch.float32)
-        timings["verify"] += time.perf_counter() - start
+        if base_rewards is not None:
+            baseline = torch.tensor([base_rewards[i] for i, g in enumerate(groups) for _ in g], dtype=torch.float32)
 
         rewards = torch.tensor([v.reward for v in verdicts], dtype=torch.float32)
         if self.algo.overlong_buffer > 0 and samples:
@@ -424,6 +508,28 @@ class RLTrainer:
             problems=flat_problems, group_ids=group_ids, samples=samples, verdicts=verdicts, rewards=rewards,
             correct=torch.tensor([v.correct for v in verdicts], dtype=torch.bool), baseline_rewards=baseline,
         )
+
+    def _gather_shares(self, groups: list, verdicts: list, base_rewards: list | None) -> tuple[list, list, list | None]:
+        """Every rank's (groups, verdicts, baseline rewards), concatenated in rank order."""
+        import torch.distributed as torch_dist
+
+        shares: list[Any] = [None] * self.dist.world_size
+        torch_dist.all_gather_object(shares, (groups, verdicts, base_rewards))
+        groups = [g for share in shares for g in share[0]]
+        verdicts = [v for share in shares for v in share[1]]
+        base_rewards = None if base_rewards is None else [b for share in shares for b in share[2]]
+        return groups, verdicts, base_rewards
+
+    def sync_engine_weights(self) -> None:
+        """Hand the updated weights to the rollout engine. Under ZeRO-3 the parameters are
+        partitioned over ranks: they are gathered for the copy (a collective: every rank calls this)."""
+        if self.deepspeed is not None and self.config.deepspeed.zero_stage == 3:
+            import deepspeed
+
+            with deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None):
+                self.engine.sync_weights(self.model)
+            return
+        self.engine.sync_weights(self.model)
 
     def _verify_with_envs(self, problems: list[dict[str, Any]], responses: list[str]) -> list[Verdict]:
         from reasonrl.envs.batch import verify_problems
@@ -467,15 +573,32 @@ class RLTrainer:
         if not self.single_update:
             was_training = self.model.training
             self.model.eval()
-            batch.old_logprobs, batch.old_values = self._forward_in_chunks(self.model, batch, micro, self.value_head)
+            batch.old_logprobs, batch.old_values = self._forward_in_chunks(self.forward_model, batch, micro, self.value_head)
             self.model.train(was_training)
 
     def _forward_in_chunks(
         self, model: Any, batch: RolloutBatch, micro: int, value_head: ValueHead | None = None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Log-probs (and values) of every row without gradient; over several ranks each rank
+        scores its share of the rows and the shares are gathered."""
+        world = self.dist.world_size
+        if world > 1:
+            import torch.distributed as torch_dist
+
+            share = len(batch) // world
+            first = self.dist.rank * share
+            mine, _ = self._forward_rows(model, batch, range(first, first + share), micro, None)
+            parts = [torch.empty_like(mine) for _ in range(world)]
+            torch_dist.all_gather(parts, mine.contiguous())
+            return torch.cat(parts), None
+        return self._forward_rows(model, batch, range(len(batch)), micro, value_head)
+
+    def _forward_rows(
+        self, model: Any, batch: RolloutBatch, row_range: range, micro: int, value_head: ValueHead | None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
         logprobs, values = [], []
-        for start in range(0, len(batch), micro):
-            rows = slice(start, start + micro)
+        for start in range(row_range.start, row_range.stop, micro):
+            rows = slice(start, min(start + micro, row_range.stop))
             with self._autocast():
                 lp, _, v = response_logprobs(
                     model, batch.input_ids[rows], batch.attention_mask[rows], batch.response_length,
@@ -508,7 +631,8 @@ class RLTrainer:
         if B == 0:
             return {}
         minibatch = opt.minibatch_size or B
-        micro = self._micro_size(minibatch)
+        world = self.dist.world_size
+        micro = self._micro_size(minibatch // world)
         self.model.train()
         lr = self._lr()
         for group in self.optimizer.param_groups:
@@ -538,13 +662,22 @@ class RLTrainer:
                 if skippable:
                     nonzero = (batch.advantages[mb_rows].abs() * mb_mask).sum(-1) > 0
                     active = mb_rows[nonzero]
-                add("rows_trained_share", float(len(active)) / max(len(mb_rows), 1))
-                self.optimizer.zero_grad(set_to_none=True)
+                if world > 1:
+                    # This rank's share of the minibatch. DeepSpeed averages gradients over the ranks
+                    # and divides each backward by grad_accum_steps; the normalisers are scaled to
+                    # match so the step equals the one-process step on the whole minibatch.
+                    share = len(mb_rows) // world
+                    active = mb_rows[self.dist.rank * share : (self.dist.rank + 1) * share]
+                    num_tokens = micro_batch_normalizer(num_tokens, world, self.grad_accum_steps)
+                    num_sequences = micro_batch_normalizer(num_sequences, world, self.grad_accum_steps)
+                add("rows_trained_share", float(len(active)) / max(len(mb_rows), 1) * world)
+                if self.deepspeed is None:
+                    self.optimizer.zero_grad(set_to_none=True)
                 for mc_start in range(0, len(active), micro):
                     rows = active[mc_start : mc_start + micro]
                     with self._autocast():
                         logprobs, entropy, values = response_logprobs(
-                            self.model, batch.input_ids[rows], batch.attention_mask[rows], batch.response_length,
+                            self.forward_model, batch.input_ids[rows], batch.attention_mask[rows], batch.response_length,
                             self.config.rollout.temperature, with_entropy=True, value_head=self.value_head,
                             share_prompts=self.share_prompts,
                         )
@@ -565,11 +698,20 @@ class RLTrainer:
                         loss = loss + self.algo.vf_coef * vloss * float(mask.sum()) / max(num_tokens, 1.0)
                         for k, v in vm.items():
                             add(k, float(v), float(mask.sum()))
-                    loss.backward()
+                    if self.deepspeed is not None:
+                        self.deepspeed.backward(loss)
+                        # DeepSpeed counts micro-batches in step(): called after every backward, it
+                        # updates the weights at the accumulation boundary (the minibatch's last one).
+                        self.deepspeed.step()
+                    else:
+                        loss.backward()
                     weight = float(mask.sum())
                     for k, v in m.items():
                         add(k, float(v), weight)
                     add("entropy_trained", float((entropy * mask).sum() / mask.sum().clamp(min=1)), weight)
+                if self.deepspeed is not None:
+                    add("grad_norm", float(self.deepspeed.get_global_grad_norm() or 0.0))
+                    continue
                 if len(active) == 0:
                     continue  # nothing carries gradient: skip the optimizer step (Adam state untouched)
                 params = [p for g in self.optimizer.param_groups for p in g["params"]]
@@ -579,9 +721,12 @@ class RLTrainer:
                     grad_norm = torch.norm(torch.stack([p.grad.norm() for p in params if p.grad is not None]))
                 add("grad_norm", float(grad_norm))
                 self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        if self.deepspeed is None:
+            self.optimizer.zero_grad(set_to_none=True)
 
         metrics = {k: sums[k] / counts[k] for k in sums if counts[k] > 0}
+        if world > 1:
+            metrics = all_reduce_mean(metrics, self.dist)  # each rank saw its share of the rows
         metrics["lr"] = lr
         # Rollout-vs-trainer log-prob gap: how far the engine's numbers are from the trainer's.
         if batch.old_logprobs is not None:

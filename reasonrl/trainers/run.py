@@ -54,71 +54,94 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
 
     # Bad input fails here, before anything is written.
     world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
-    if world_size > 1:
-        raise RunError(
-            f"launched as {world_size} processes (WORLD_SIZE={world_size}), but the RL trainer runs in one process; "
-            "multi-process DeepSpeed training is not wired into it yet: run `reasonrl train` without torchrun"
-        )
+    config.check_world_size(world_size)
     task = get_task(config.task)  # KeyError lists the registered tasks
     if not config.is_tiny:
         check_model_path(config.model)
     device = _device(config)
+    ranks = Ranks.start(world_size, device)  # several ranks: DeepSpeed's process group
+    if ranks.world_size > 1:
+        device = str(ranks.context.device)
+        if not ranks.is_main:
+            log = _silent  # rank 0 speaks for the run (log lines, progress bars, files)
     source = ProblemSource(
         task, seed=config.seed, task_options=config.task_options, dataset=config.dataset or None,
         eval_dataset=config.eval_dataset or None, num_test=config.eval.problems, num_val=config.sft.eval_problems,
     )
     run_dir = config.resolved_output_dir()
-    existing = _prepare_run_dir(run_dir, config, log)
+    existing = ranks.on_main(lambda: _prepare_run_dir(run_dir, config, log))
     if existing is not None:
+        ranks.finish()
         return existing
     timings: dict[str, float] = {}
-    trackers = ExternalTrackers(config, run_dir)  # fails early when tensorboard/wandb is asked for but missing
+    # Fails early when tensorboard/wandb is asked for but missing; only rank 0 logs.
+    trackers = ExternalTrackers(config if ranks.is_main else replace(config, tensorboard=False, wandb=False), run_dir)
     resume_from = ckpt.latest_checkpoint(run_dir)
 
-    # 1. The initial policy: the given checkpoint, or the tiny model warmed up by SFT.
+    # 1. The initial policy: the given checkpoint, or the tiny model warmed up by SFT (on rank 0;
+    #    the other ranks load its result).
     t0 = time.time()
     sft_deadline = t_start + budget_s / 2 if budget_s else None
-    init_path = _initial_policy(config, source, run_dir, device, log, sft_deadline) if resume_from is None else None
-    if resume_from is not None:
+    if resume_from is None:
+        init_path = ranks.on_main(lambda: _initial_policy(config, source, run_dir, device, log, sft_deadline))
+    else:
         init_path = ckpt.load_trainer_state(resume_from)["init_model"]
         if not Path(init_path).exists():
             raise RunError(f"cannot resume: the initial policy {init_path} recorded in {resume_from} is gone")
     timings["prepare_s"] = time.time() - t0
 
     model, tokenizer = load_policy(init_path, device, config)
+    # Frozen copies run under bf16 autocast on a GPU anyway: keep them in bf16 there (half the memory).
+    copy_dtype = "bfloat16" if device.startswith("cuda") and config.dtype == "auto" else None
     ref_model = None
     if config.algorithm.kl_coef > 0 or config.track_ref_kl:
-        ref_model, _ = load_policy(init_path, device, config)
+        ref_model, _ = load_policy(init_path, device, config, dtype=copy_dtype)
         ref_model.requires_grad_(False).eval()
-    engine = _make_engine(config, model, tokenizer, init_path)
+    # Under ZeRO-3 the trained module's parameters are partitioned over the ranks: the rollout
+    # engine decodes with a whole copy, refreshed after every step (RLTrainer.sync_engine_weights).
+    rollout_model = model
+    if ranks.world_size > 1 and config.deepspeed.zero_stage == 3:
+        rollout_model, _ = load_policy(init_path, device, config, dtype=copy_dtype)
+        rollout_model.requires_grad_(False)
+    engine = _make_engine(config, rollout_model, tokenizer, init_path)
 
     # 2. pass@1 before RL (kept in the run dir so a resumed run does not redo it).
     t0 = time.time()
-    eval_before = _cached_eval(run_dir / "eval_before.json", config.eval.before, engine, tokenizer, source, config, "before", log)
+    eval_before = ranks.on_main(lambda: _cached_eval(
+        run_dir / "eval_before.json", config.eval.before, engine, tokenizer, source, config, "before", log
+    ))
     timings["eval_before_s"] = time.time() - t0
 
     # 3. RL.
-    trainer = RLTrainer(config, model, tokenizer, engine, source, ref_model=ref_model, log=log)
+    trainer = RLTrainer(config, model, tokenizer, engine, source, ref_model=ref_model, log=log,
+                        dist=ranks.context if ranks.world_size > 1 else None)
     metrics_path = run_dir / "metrics.jsonl"
     history: list[dict[str, float]] = []
     if resume_from is not None:
-        state, extra = ckpt.restore_checkpoint(resume_from, model, trainer.optimizer)
+        if trainer.deepspeed is not None:
+            state = _restore_on_ranks(resume_from, trainer)
+        else:
+            try:
+                state, extra = ckpt.restore_checkpoint(resume_from, model, trainer.optimizer)
+            except FileNotFoundError as error:
+                raise RunError(str(error)) from None
+            trainer.load_extra_state(extra)
         trainer.load_state(state)
-        trainer.load_extra_state(extra)
-        engine.sync_weights(model)
-        history = _truncate_metrics(metrics_path, trainer.step)
+        trainer.sync_engine_weights()
+        history = ranks.on_main(lambda: _truncate_metrics(metrics_path, trainer.step))
         log(f"resuming from {resume_from} (step {trainer.step} of {config.steps})")
-    else:
+    elif ranks.is_main:
         metrics_path.write_text("")
     rl_seconds_before = history[-1].get("elapsed_rl_s", 0.0) if history else 0.0
 
     t0 = time.time()
-    bar = _progress(config, trainer.step)
+    bar = _progress(config, trainer.step) if ranks.is_main else None
     last_warning_step = -100
-    with open(metrics_path, "a", encoding="utf-8") as metrics_file:
+    with open(metrics_path, "a", encoding="utf-8") if ranks.is_main else open(os.devnull, "w") as metrics_file:
         stopped_by_clock = False
         while trainer.step < config.steps:
-            if budget_s and history and _out_of_time(t_start, budget_s, history, eval_before):
+            # The clock is read on rank 0 only: every rank must stop at the same step.
+            if budget_s and ranks.on_main(lambda: bool(history) and _out_of_time(t_start, budget_s, history, eval_before)):
                 stopped_by_clock = True
                 _write(bar, log, f"warning: stopping RL at step {trainer.step} of {config.steps}: the run would exceed "
                                  f"max_minutes={config.max_minutes:g}")
@@ -141,21 +164,40 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
                     acc=f"{sum(m.get('accuracy', 0.0) for m in recent) / len(recent):.2f}",
                 )
             if trainer.step % config.save_every == 0 or trainer.step == config.steps:
-                ckpt.save_checkpoint(
-                    run_dir, trainer.step, model, tokenizer, trainer.optimizer,
-                    {**trainer.state(), "init_model": str(init_path), "config_hash": config_hash(config)},
-                    extra=trainer.extra_state(), keep=config.keep_checkpoints,
-                )
+                state = {**trainer.state(), "init_model": str(init_path), "config_hash": config_hash(config)}
+                if trainer.deepspeed is not None:
+                    ckpt.save_deepspeed_checkpoint(run_dir, trainer.step, trainer.deepspeed, tokenizer, state,
+                                                   is_main=ranks.is_main, keep=config.keep_checkpoints)
+                else:
+                    ckpt.save_checkpoint(run_dir, trainer.step, model, tokenizer, trainer.optimizer, state,
+                                         extra=trainer.extra_state(), keep=config.keep_checkpoints)
     if bar is not None:
         bar.close()
     trackers.close()
     timings["rl_s"] = time.time() - t0
 
-    # 4. pass@1 after RL, plots, summary.
+    # 4. pass@1 after RL, plots, summary (rank 0; the others get its summary).
+    summary = ranks.on_main(lambda: _report(config, run_dir, engine, tokenizer, source, init_path, eval_before, history,
+                                            trainer.step, stopped_by_clock, timings, t_start, log))
+    close = getattr(engine, "close", None)
+    if callable(close) and config.engine == "vllm":
+        close()
+    ranks.finish()
+    return summary
+
+
+def _report(
+    config: TrainConfig, run_dir: Path, engine: Any, tokenizer: Any, source: Any, init_path: Any, eval_before: Any,
+    history: list[dict[str, float]], steps: int, stopped_by_clock: bool, timings: dict[str, float], t_start: float,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """pass@1 after RL, the plots and ``summary.json``."""
+    from reasonrl import plots
+    from reasonrl.trainers import checkpoint as ckpt
+
     t0 = time.time()
     eval_after = _evaluate(engine, tokenizer, source, config, "after", log) if config.eval.after else None
     timings["eval_after_s"] = time.time() - t0
-    from reasonrl import plots
 
     summary = {
         "task": config.task,
@@ -166,8 +208,9 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
         "improvement": (
             eval_after["pass@1"] - eval_before["pass@1"] if eval_before is not None and eval_after is not None else None
         ),
-        "steps": trainer.step,
+        "steps": steps,
         "stopped_by_time_budget": stopped_by_clock,
+        "world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
         "final_checkpoint": str(ckpt.latest_checkpoint(run_dir)),
         "sft": _read_json(run_dir / "sft" / "sft.json"),
         "timings": {**timings, "total_s": time.time() - t_start},
@@ -175,9 +218,6 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
     }
     summary["plots"] = [str(p) for p in plots.plot_run(run_dir, history, eval_before, eval_after)]
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    close = getattr(engine, "close", None)
-    if callable(close) and config.engine == "vllm":
-        close()
     log(format_summary(summary, run_dir))
     return summary
 
@@ -185,6 +225,64 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
 # ----------------------------------------------------------------------------------------------
 # Pieces
 # ----------------------------------------------------------------------------------------------
+
+
+def _silent(message: str) -> None:
+    """The log of ranks other than 0."""
+
+
+class Ranks:
+    """The run's place among the ranks of a multi-process launch (one rank when not launched).
+
+    :meth:`on_main` runs a piece of the job (SFT, evaluation, files in the run directory) on rank
+    0 only and hands its result, or its error, to every rank, so all ranks go on together.
+    """
+
+    def __init__(self, context: Any = None) -> None:
+        self.context = context
+        self.world_size = 1 if context is None else context.world_size
+        self.is_main = context is None or context.is_main
+
+    @classmethod
+    def start(cls, world_size: int, device: str) -> "Ranks":
+        if world_size <= 1:
+            return cls()
+        from reasonrl.distributed import init_distributed
+
+        return cls(init_distributed("nccl" if device == "cuda" else "gloo"))
+
+    def on_main(self, fn: Callable[[], Any]) -> Any:
+        if self.world_size == 1:
+            return fn()
+        import torch.distributed as dist
+
+        box: list[Any] = [None]
+        if self.is_main:
+            try:
+                box[0] = ("ok", fn())
+            except Exception as error:  # handed to every rank, raised everywhere
+                box[0] = ("error", error)
+        dist.broadcast_object_list(box, src=0)
+        kind, value = box[0]
+        if kind == "error":
+            raise value
+        return value
+
+    def finish(self) -> None:
+        if self.world_size > 1:
+            import torch.distributed as dist
+
+            dist.barrier()
+            dist.destroy_process_group()
+
+
+def _restore_on_ranks(checkpoint: Path, trainer: Any) -> dict[str, Any]:
+    from reasonrl.trainers import checkpoint as ckpt
+
+    try:
+        return ckpt.restore_deepspeed_checkpoint(checkpoint, trainer.deepspeed)
+    except FileNotFoundError as error:
+        raise RunError(str(error)) from None
 
 
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -233,12 +331,13 @@ def check_model_path(path: str) -> Path:
     return p
 
 
-def load_policy(path: str | Path, device: str, config: TrainConfig) -> tuple[Any, Any]:
-    """Model (train mode, on ``device``) and tokenizer from a checkpoint directory."""
+def load_policy(path: str | Path, device: str, config: TrainConfig, dtype: str | None = None) -> tuple[Any, Any]:
+    """Model (train mode, on ``device``) and tokenizer from a checkpoint directory (``dtype``
+    overrides ``config.dtype``)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    dtype = torch.bfloat16 if config.dtype == "bfloat16" else torch.float32
+    dtype = torch.bfloat16 if (dtype or config.dtype) == "bfloat16" else torch.float32
     tokenizer = AutoTokenizer.from_pretrained(str(path))
     tokenizer.padding_side = "left"
     if tokenizer.pad_token_id is None:
@@ -251,13 +350,22 @@ def load_policy(path: str | Path, device: str, config: TrainConfig) -> tuple[Any
 
 
 def _make_engine(config: TrainConfig, model: Any, tokenizer: Any, init_path: str | Path) -> Any:
+    """The rollout engine of ``config.engine``. ``hf`` and ``hf_fast`` decode with the trained
+    module itself (no copy, no weight transfer); ``vllm`` loads the weights after every step."""
+    from reasonrl.trainers.rl import _autocast_dtype
+
     if config.engine == "hf":
         from reasonrl.engines.hf_engine import HFEngine
 
-        from reasonrl.trainers.rl import _autocast_dtype
-
         return HFEngine(model, tokenizer, max_batch_size=config.rollout.max_batch_size,
                         autocast_dtype=_autocast_dtype(config, next(model.parameters()).device))
+    if config.engine == "hf_fast":
+        from reasonrl.engines.fast_decode import FastHFEngine
+
+        engine = FastHFEngine(model, tokenizer, max_batch_size=config.rollout.max_batch_size)
+        if not engine.fast_path:
+            print(f"note: engine=hf_fast falls back to the engine=hf decode loop: {engine.unsupported_reason}")
+        return engine
     from reasonrl.engines.vllm_engine import VLLMEngine
 
     engine = VLLMEngine(

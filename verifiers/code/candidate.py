@@ -36,8 +36,12 @@ STATUS_EXCEPTION = b"X"
 PROGRAM_FILENAME = "main.py"
 
 
-def _fresh_std_streams() -> None:
-    """New ``sys.stdin/stdout/stderr`` objects over fds 0/1/2, as a fresh interpreter would have them."""
+def fresh_std_streams() -> None:
+    """New ``sys.stdin/stdout/stderr`` objects over fds 0/1/2, as a fresh interpreter would have them.
+
+    Called once in the zygote (``worker._zygote_main``), not in each program's process: every
+    child inherits them unused, and making them per child cost ~90 page copies.
+    """
     sys.stdin = io.TextIOWrapper(io.BufferedReader(io.FileIO(0, "r", closefd=False)), encoding="utf-8", errors="strict")
     sys.stdout = io.TextIOWrapper(io.BufferedWriter(io.FileIO(1, "w", closefd=False)), encoding="utf-8", errors="strict")
     sys.stderr = io.TextIOWrapper(
@@ -76,7 +80,6 @@ def _register_source(filename: str, source: str) -> None:
 
 def run_as_main(source: str, status_fd: int) -> None:
     """Run ``source`` as ``__main__`` and leave the process with the interpreter's exit code. Never returns."""
-    _fresh_std_streams()
     sys.argv = [PROGRAM_FILENAME]
     _register_source(PROGRAM_FILENAME, source)
     main = _fresh_module("__main__", PROGRAM_FILENAME)
@@ -194,7 +197,6 @@ def _to_plain(value: Any, table: _ObjectTable) -> Any:
 
 def serve_functions(source: str, rpc_fd: int, module_name: str = "solution") -> None:
     """Load ``source`` as a module, tell the judge how it went, then answer its requests. Never returns."""
-    _fresh_std_streams()
     filename = f"{module_name}.py"
     sys.argv = [filename]
     _register_source(filename, source)

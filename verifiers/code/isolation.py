@@ -31,13 +31,13 @@ and in ``verdict.details["isolation"]``: never silently weaker.
 """
 from __future__ import annotations
 
+import _signal
 import os
 import resource
 import signal
 import stat
 import sys
-from dataclasses import dataclass
-from typing import Iterable
+from typing import Iterable, NamedTuple
 
 from reasonrl.verifiers.code import linux
 
@@ -54,20 +54,24 @@ class IsolationError(RuntimeError):
     """The requested isolation level cannot be put in force on this machine."""
 
 
-@dataclass
 class WorkerIsolation:
-    """What the worker achieved; the children read it to lock themselves down."""
+    """What the worker achieved; the children read it to lock themselves down.
 
-    mode: str
-    pid_namespace: bool = False
-    network_namespace: bool = False
-    mount_namespace: bool = False
-    private_root: bool = False
-    hidepid: bool = False
-    uid_separation: bool = False
-    program_uid: int = -1
-    judge_uid: int = -1
-    notes: tuple[str, ...] = ()
+    A plain class, not a dataclass: this module is imported by the worker, and ``dataclasses``
+    (with ``inspect``, ``ast``, ``dis``) would add 1.3 MB to the image every program's fork copies.
+    """
+
+    def __init__(self, mode: str) -> None:
+        self.mode = mode
+        self.pid_namespace = False
+        self.network_namespace = False
+        self.mount_namespace = False
+        self.private_root = False
+        self.hidepid = False
+        self.uid_separation = False
+        self.program_uid = -1
+        self.judge_uid = -1
+        self.notes: tuple[str, ...] = ()
 
     def describe(self) -> dict:
         """The JSON-able summary that goes into results and verdicts."""
@@ -143,12 +147,30 @@ def setup_worker(mode: str, worker_index: int, uid_base: int, extra_paths: Itera
         iso.uid_separation = True
         iso.program_uid = uid_base + 2 * worker_index
         iso.judge_uid = uid_base + 2 * worker_index + 1
+        if mode == "rlimits" and not _world_searchable(os.path.dirname(os.__file__)):
+            notes.append("the standard library is not readable by the program's uid on the host filesystem: "
+                         "programs can import only the modules the worker preloaded")
     elif mode == "userns":
         notes.append("one uid in the user namespace: program and judge share it (capabilities dropped)")
     else:
         notes.append("not root: program runs under the caller's uid")
     iso.notes = tuple(notes)
     return iso
+
+
+def _world_searchable(path: str) -> bool:
+    """Whether every directory from ``/`` down to ``path`` lets any uid through (o+x)."""
+    path = os.path.realpath(path)
+    while True:
+        try:
+            if not os.stat(path).st_mode & stat.S_IXOTH:
+                return False
+        except OSError:
+            return False
+        parent = os.path.dirname(path)
+        if parent == path:
+            return True
+        path = parent
 
 
 def _python_paths() -> list[str]:
@@ -232,8 +254,7 @@ def _remount_readonly_one_by_one() -> None:
             linux.mount(None, point, None, linux.MS_REMOUNT | linux.MS_BIND | linux.MS_RDONLY)
 
 
-@dataclass(frozen=True)
-class ChildLimits:
+class ChildLimits(NamedTuple):
     """Resource limits of one sandboxed process (see ``sandbox.SandboxLimits`` for the meanings)."""
 
     cpu_time_s: float
@@ -256,32 +277,43 @@ def handled_signals() -> tuple[int, ...]:
     return tuple(found)
 
 
+def reset_signals(inherited_handlers: Iterable[int] | None = None) -> None:
+    """Signal dispositions and mask as a fresh interpreter has them (a forked child inherits these).
+
+    ``inherited_handlers``: :func:`handled_signals` of the parent, taken before the fork (a
+    child inherits exactly those dispositions; saves scanning every signal); None scans here.
+    Calls ``_signal`` directly: the ``signal`` module's wrappers convert every result to an enum,
+    and each object that touches is a page copied in a freshly forked child.
+    """
+    for signum in handled_signals() if inherited_handlers is None else inherited_handlers:
+        try:  # the parent's handlers must not carry over
+            _signal.signal(signum, _signal.SIG_DFL)
+        except (OSError, ValueError, RuntimeError):
+            pass
+    # As a fresh interpreter has them: broken pipes and oversized files raise, Ctrl-C interrupts.
+    _signal.signal(_signal.SIGPIPE, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGXFSZ, _signal.SIG_IGN)
+    _signal.signal(_signal.SIGINT, _signal.default_int_handler)
+    _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
+
+
 def lock_down(
     iso: WorkerIsolation, uid: int, limits: ChildLimits, keep_fds: Iterable[int], workdir: str, dumpable: bool,
-    inherited_handlers: Iterable[int] | None = None,
+    inherited_handlers: Iterable[int] | None = None, signals_reset: bool = False,
 ) -> None:
     """In a freshly forked child, before any untrusted code: drop everything the child must not have.
 
-    Order matters: fds first (nothing of the worker leaks), then the session, limits, uid (the
+    Order matters: fds first (nothing of the parent leaks), then the session, limits, uid (the
     last privileged step), then ``no_new_privs`` so no setuid binary can win privileges back.
-    ``inherited_handlers``: :func:`handled_signals` of the parent, taken before the fork (a
-    child inherits exactly those dispositions; saves scanning every signal in each child);
-    None scans here.
+    ``inherited_handlers``: see :func:`reset_signals`; ``signals_reset``: the parent already called
+    :func:`reset_signals` on itself (the zygote does, once), so the child has nothing to undo.
     """
     keep = sorted(set(keep_fds) | {0, 1, 2})
     _close_fds_except(keep)
     os.setsid()
     os.chdir(workdir)
-    for signum in handled_signals() if inherited_handlers is None else inherited_handlers:
-        try:  # the worker's handlers must not carry over
-            signal.signal(signum, signal.SIG_DFL)
-        except (OSError, ValueError, RuntimeError):
-            pass
-    # As a fresh interpreter has them: broken pipes and oversized files raise, Ctrl-C interrupts.
-    signal.signal(signal.SIGPIPE, signal.SIG_IGN)
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    signal.pthread_sigmask(signal.SIG_SETMASK, [])
+    if not signals_reset:
+        reset_signals(inherited_handlers)
     cpu = max(1, int(-(-limits.cpu_time_s // 1)))
     _setrlimit(resource.RLIMIT_CPU, cpu, cpu + 1)
     _setrlimit(resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import ctypes
 import os
-import platform
 
 CLONE_NEWNS = 0x00020000
 CLONE_NEWUTS = 0x04000000
@@ -74,9 +73,9 @@ def umount(target: str, flags: int = 0) -> None:
 
 
 def pivot_root(new_root: str, put_old: str) -> None:
-    number = _SYS_PIVOT_ROOT.get(platform.machine())
+    number = _SYS_PIVOT_ROOT.get(os.uname().machine)
     if number is None:
-        raise OSError(38, f"pivot_root: unknown syscall number on {platform.machine()}")
+        raise OSError(38, f"pivot_root: unknown syscall number on {os.uname().machine}")
     _check(_libc.syscall(ctypes.c_long(number), _bytes(new_root), _bytes(put_old)), "pivot_root")
 
 
@@ -120,9 +119,9 @@ def drop_all_capabilities() -> None:
     process is "root" of that namespace): without capabilities it cannot remount, ptrace the
     judge process or undo any of the limits.
     """
-    number = _SYS_CAPSET.get(platform.machine())
+    number = _SYS_CAPSET.get(os.uname().machine)
     if number is None:
-        raise OSError(38, f"capset: unknown syscall number on {platform.machine()}")
+        raise OSError(38, f"capset: unknown syscall number on {os.uname().machine}")
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit data words
     data = (_CapData * 2)()
     _check(_libc.syscall(ctypes.c_long(number), ctypes.byref(header), ctypes.byref(data)), "capset")

@@ -86,9 +86,15 @@ def save_checkpoint(
         tokenizer.save_pretrained(tmp)
     if optimizer is not None:
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    torch.save(rng_state(), tmp / "rng.pt")
     if extra:
         torch.save(extra, tmp / "extra.pt")
+    _finish(run_dir, tmp, final, step, trainer_state, keep)
+    return final
+
+
+def _finish(run_dir: str | os.PathLike, tmp: Path, final: Path, step: int, trainer_state: dict[str, Any], keep: int) -> None:
+    """RNG and trainer state into ``tmp``, then rename it to ``final`` and drop old checkpoints."""
+    torch.save(rng_state(), tmp / "rng.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}, indent=2) + "\n")
     if final.exists():
         shutil.rmtree(final)
@@ -96,7 +102,6 @@ def save_checkpoint(
     if keep > 0:
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
-    return final
 
 
 def save_deepspeed_checkpoint(
@@ -131,14 +136,7 @@ def save_deepspeed_checkpoint(
         engine.module.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
-        torch.save(rng_state(), tmp / "rng.pt")
-        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}, indent=2) + "\n")
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        if keep > 0:
-            for old in list_checkpoints(run_dir)[:-keep]:
-                shutil.rmtree(old, ignore_errors=True)
+        _finish(run_dir, tmp, final, step, trainer_state, keep)
     dist.barrier()
     return final
 

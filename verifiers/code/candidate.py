@@ -174,6 +174,16 @@ class _ObjectTable:
         self.objects[key] = obj
         return ["h", key, type(obj).__name__]
 
+    def non_plain(self, obj: Any) -> list:
+        """Wire form of a value that is not plain data: a numpy scalar's Python value, else a handle."""
+        kind = type(obj)
+        if kind.__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "shape", None) == ():
+            try:
+                return codec.encode(obj.item())
+            except codec.Unencodable:
+                pass
+        return self.handle(obj)
+
     def resolve(self, key: int, _name: str) -> Any:
         try:
             return self.objects[key]
@@ -183,16 +193,7 @@ class _ObjectTable:
 
 def _to_plain(value: Any, table: _ObjectTable) -> Any:
     """Wire form of a result. numpy scalars become Python scalars (same comparisons), others stay handles."""
-    def other(obj: Any) -> list:
-        kind = type(obj)
-        if kind.__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "shape", None) == ():
-            try:
-                return codec.encode(obj.item())
-            except codec.Unencodable:
-                pass
-        return table.handle(obj)
-
-    return codec.encode(value, other)
+    return codec.encode(value, table.non_plain)
 
 
 def serve_functions(source: str, rpc_fd: int, module_name: str = "solution") -> None:
@@ -217,9 +218,10 @@ def serve_functions(source: str, rpc_fd: int, module_name: str = "solution") -> 
     _flush_streams()
     _reply(rpc_fd, ["loaded"])
     namespace = module.__dict__
+    requests = codec.FrameReader(rpc_fd)
     while True:
         try:
-            request = codec.recv_frame(rpc_fd)
+            request = requests.recv()
         except (EOFError, OSError, codec.ProtocolError):
             _flush_streams()
             os._exit(0)

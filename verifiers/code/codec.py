@@ -22,7 +22,7 @@ container or other type is a JSON list whose first item is a one/two-letter tag:
 ``e``  Ellipsis                         ``h``  handle to a candidate object (id, type name)
 =====  ===============================  =====  ===============================
 
-Frames: 4-byte big-endian length, then that many bytes of UTF-8 JSON.
+Frames: 4-byte big-endian length, then that many bytes of UTF-8 JSON (:func:`send_frame`, :class:`FrameReader`).
 """
 from __future__ import annotations
 
@@ -217,36 +217,73 @@ def _float(value: Any) -> float:
 # Framing over a blocking file descriptor (a socketpair end).
 
 
-def send_frame(fd: int, message: Any) -> None:
-    """Send one JSON message (already in wire form) as a length-prefixed frame."""
-    data = json.dumps(message, separators=(",", ":")).encode("utf-8", "surrogatepass")
+# One encoder for every frame: ``json.dumps`` with non-default separators builds a new encoder
+# object per call (and, in a freshly forked program's process, touches its pages to do so).
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+# The C scanner alone: frames are compact JSON (no whitespace around the value), so ``json.loads``
+# and its whitespace-skipping regular expressions have nothing to add.
+_SCAN = json.JSONDecoder().scan_once
+_HEADER = struct.Struct(">I")
+# What one read asks for: a whole frame of the usual size arrives in one system call.
+_READ_BYTES = 1 << 16
+
+
+def encode_frame(message: Any) -> bytes:
+    """One JSON message (already in wire form) as a length-prefixed frame."""
+    data = _ENCODER.encode(message).encode("utf-8", "surrogatepass")
     if len(data) > MAX_FRAME_BYTES:
         raise ProtocolError(f"message of {len(data)} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
-    view = memoryview(struct.pack(">I", len(data)) + data)
+    return _HEADER.pack(len(data)) + data
+
+
+def send_frame(fd: int, message: Any) -> None:
+    """Send one JSON message (already in wire form) as a length-prefixed frame."""
+    view = memoryview(encode_frame(message))
     while view:
         sent = os.write(fd, view)
         view = view[sent:]
 
 
-def recv_frame(fd: int) -> Any:
-    """Receive one frame; raises EOFError when the peer has gone, ProtocolError when it is malformed."""
-    header = _read_exact(fd, 4)
-    (length,) = struct.unpack(">I", header)
-    if length > MAX_FRAME_BYTES:
-        raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
-    data = _read_exact(fd, length)
-    try:
-        return json.loads(data.decode("utf-8", "surrogatepass"))
-    except (UnicodeDecodeError, ValueError, RecursionError) as exc:
-        raise ProtocolError(f"frame is not JSON: {exc}") from None
+class FrameReader:
+    """Frames from one connection, read in large chunks: usually one system call per frame.
 
+    Bytes that arrive beyond the current frame (a peer that sent several requests at once) are
+    kept for the next :meth:`recv`; they belong to this connection only.
+    """
 
-def _read_exact(fd: int, n: int) -> bytes:
-    chunks = []
-    while n:
-        chunk = os.read(fd, min(n, 1 << 20))
-        if not chunk:
-            raise EOFError("peer closed the connection")
-        chunks.append(chunk)
-        n -= len(chunk)
-    return b"".join(chunks)
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self.pending = b""
+
+    def recv(self) -> Any:
+        """Receive one frame; raises EOFError when the peer has gone, ProtocolError when it is malformed."""
+        data = self._fill(self.pending, _HEADER.size)
+        (length,) = _HEADER.unpack_from(data)
+        if length > MAX_FRAME_BYTES:
+            raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
+        end = _HEADER.size + length
+        data = self._fill(data, end)
+        body, self.pending = data[_HEADER.size:end], data[end:]
+        try:
+            text = body.decode("utf-8", "surrogatepass")
+            value, used = _SCAN(text, 0)
+        except (UnicodeDecodeError, ValueError, RecursionError) as exc:
+            raise ProtocolError(f"frame is not JSON: {exc}") from None
+        except StopIteration:
+            raise ProtocolError("frame is not JSON") from None
+        if used != len(text):
+            raise ProtocolError("frame holds more than one JSON value")
+        return value
+
+    def _fill(self, data: bytes, size: int) -> bytes:
+        if len(data) >= size:
+            return data
+        chunks = [data]
+        have = len(data)
+        while have < size:
+            chunk = os.read(self.fd, max(_READ_BYTES, min(size - have, 1 << 20)))
+            if not chunk:
+                raise EOFError("peer closed the connection")
+            chunks.append(chunk)
+            have += len(chunk)
+        return b"".join(chunks)

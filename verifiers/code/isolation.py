@@ -299,20 +299,20 @@ def reset_signals(inherited_handlers: Iterable[int] | None = None) -> None:
 
 def lock_down(
     iso: WorkerIsolation, uid: int, limits: ChildLimits, keep_fds: Iterable[int], workdir: str, dumpable: bool,
-    inherited_handlers: Iterable[int] | None = None, signals_reset: bool = False,
+    inherited_handlers: Iterable[int] | None = None, prepared: bool = False,
 ) -> None:
     """In a freshly forked child, before any untrusted code: drop everything the child must not have.
 
     Order matters: fds first (nothing of the parent leaks), then the session, limits, uid (the
     last privileged step), then ``no_new_privs`` so no setuid binary can win privileges back.
-    ``inherited_handlers``: see :func:`reset_signals`; ``signals_reset``: the parent already called
-    :func:`reset_signals` on itself (the zygote does, once), so the child has nothing to undo.
+    ``inherited_handlers``: see :func:`reset_signals`. ``prepared``: the parent (the zygote) already
+    called :func:`reset_signals` and set ``no_new_privs`` on itself, once; the child inherits both.
     """
     keep = sorted(set(keep_fds) | {0, 1, 2})
     _close_fds_except(keep)
     os.setsid()
     os.chdir(workdir)
-    if not signals_reset:
+    if not prepared:
         reset_signals(inherited_handlers)
     cpu = max(1, int(-(-limits.cpu_time_s // 1)))
     _setrlimit(resource.RLIMIT_CPU, cpu, cpu + 1)
@@ -334,7 +334,8 @@ def lock_down(
             _setrlimit(resource.RLIMIT_NPROC, limits.max_processes + _count_own_processes(), None)
         if iso.mode != "rlimits":
             linux.drop_all_capabilities()
-    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    if not prepared:
+        linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     if not dumpable:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
     try:

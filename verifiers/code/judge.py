@@ -63,14 +63,21 @@ class Connection:
 
     def __init__(self, fd: int) -> None:
         self.fd = fd
+        self.replies = codec.FrameReader(fd)
         self.calls = 0
         # The exception types the program raised, most recent last (labels a failure).
         self.raised: list[str] = []
 
-    def request(self, message: list) -> list:
+    def send(self, message: list) -> None:
         try:
             codec.send_frame(self.fd, message)
-            reply = codec.recv_frame(self.fd)
+        except (BrokenPipeError, ConnectionResetError) as exc:
+            raise CandidateDied(f"the program's process ended during the tests ({exc})") from None
+
+    def receive(self) -> list:
+        """The program's reply to the oldest request not yet answered."""
+        try:
+            reply = self.replies.recv()
         except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
             raise CandidateDied(f"the program's process ended during the tests ({exc})") from None
         if type(reply) is not list or not reply:
@@ -83,6 +90,10 @@ class Connection:
             raise codec.ProtocolError(f"unexpected reply {reply[0]!r}")
         return reply
 
+    def request(self, message: list) -> list:
+        self.send(message)
+        return self.receive()
+
     def value(self, reply: list) -> Any:
         return codec.decode(reply[1], self.make_handle)
 
@@ -94,8 +105,8 @@ class Connection:
 
     def wait_loaded(self) -> list:
         try:
-            message = codec.recv_frame(self.fd)
-        except EOFError:
+            message = self.replies.recv()
+        except (EOFError, ConnectionResetError):
             raise CandidateDied("the program's process ended while loading") from None
         return message
 
@@ -259,6 +270,14 @@ class TestNamespace(dict):
 
 def run_tests(spec: dict, conn: Connection) -> dict:
     """Run the tests of ``spec`` against the program behind ``conn``; the result dict is the judge's report."""
+    entry_points = spec.get("entry_points", [])
+    try:
+        # Asked before the program has loaded: the requests wait in the socket and the program
+        # answers them right after "loaded", which saves a round trip per name.
+        for name in entry_points:
+            conn.send(["get", name])
+    except CandidateDied:
+        pass  # gone already: wait_loaded says how
     try:
         loaded = conn.wait_loaded()
     except (CandidateDied, codec.ProtocolError) as exc:
@@ -271,6 +290,12 @@ def run_tests(spec: dict, conn: Connection) -> dict:
     kind = spec["kind"]
     done = 0
     try:
+        fetched = {}
+        for name in entry_points:  # the replies to the requests sent ahead, in order
+            try:
+                fetched[name] = conn.value(conn.receive())
+            except NameError:
+                pass
         for filename, source in spec.get("setup", []):
             if filename == "<prompt>":
                 # The problem's own helpers (HumanEval/32's ``poly``) are defined here, trusted;
@@ -285,16 +310,16 @@ def run_tests(spec: dict, conn: Connection) -> dict:
         # (MBPP 126 tests a function called ``sum``) or a prompt stub (HumanEval/33's check calls
         # ``sort_third`` by name). Only these names: a program that defines ``set`` or ``len``
         # does not change what the rest of a test means.
-        for name in spec.get("entry_points", []):
+        for name in entry_points:
             namespace.pop(name, None)
-            try:
-                namespace[name] = conn.get(name)
-            except NameError:
-                pass
+            if name in fetched:
+                namespace[name] = fetched[name]
         if kind == "humaneval":
             exec(_compile(spec["test"], "<test>"), namespace, namespace)
             check = namespace["check"]
-            candidate = conn.get(spec["entry_point"])
+            entry_point = spec["entry_point"]
+            # Fetched above already (one round trip to the program saved); asked again only if not.
+            candidate = fetched[entry_point] if entry_point in fetched else conn.get(entry_point)
             if not callable(candidate):
                 return {"status": "failed", "origin": "candidate", "error": "TypeError",
                         "message": f"{spec['entry_point']} is a {type(candidate).__name__}, not a function"}

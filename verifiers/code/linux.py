@@ -44,6 +44,9 @@ _SYS_CAPSET = {"x86_64": 126, "aarch64": 91}
 
 _libc = ctypes.CDLL(None, use_errno=True)
 _libc.syscall.restype = ctypes.c_long
+# Declared once so a call converts plain ints in C (no ctypes objects built per call: each
+# program's process calls prctl right after its fork, where every object touched costs a page copy).
+_libc.prctl.argtypes = (ctypes.c_int, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong, ctypes.c_ulong)
 
 
 def _check(result: int, what: str) -> None:
@@ -101,7 +104,7 @@ def make_readonly_recursive(path: str) -> None:
 
 
 def prctl(option: int, arg: int = 0) -> None:
-    _check(_libc.prctl(ctypes.c_int(option), ctypes.c_ulong(arg), ctypes.c_ulong(0), ctypes.c_ulong(0), ctypes.c_ulong(0)), "prctl")
+    _check(_libc.prctl(option, arg, 0, 0, 0), "prctl")
 
 
 class _CapHeader(ctypes.Structure):

@@ -156,9 +156,9 @@ def _prewarm() -> None:
     try:
         message = ["v", candidate._to_plain([1, 2.5, "a", (True, None), {"k": [3]}], candidate._ObjectTable()), []]
         codec.send_frame(ours.fileno(), message)
-        codec.decode(codec.recv_frame(theirs.fileno()), lambda key, name: None)
+        codec.decode(codec.FrameReader(theirs.fileno()).recv(), lambda key, name: None)
         codec.send_frame(theirs.fileno(), ["call", 1, [1, "x"], {}])
-        codec.recv_frame(ours.fileno())
+        codec.FrameReader(ours.fileno()).recv()
         exec(compile("def f(x):\n    return [x] * 2\nf(1)\n", "prewarm.py", "exec"), {"__name__": "prewarm"})
         json.loads(json.dumps({"status": "passed", "tests_passed": 1}))
     except Exception:
@@ -257,12 +257,14 @@ class Worker:
         job = _Job(started=time.monotonic(), wall=limits["wall_time_s"], max_output=limits["max_output_bytes"])
         out_r, out_w = os.pipe()
         err_r, err_w = os.pipe()
-        status_r, status_w = os.pipe()
+        # The status pipe labels a main-mode run ("R": set up, then how it failed). A test job's
+        # program reports to the judge instead; without the pipe the worker is woken once less.
+        status_r, status_w = os.pipe() if not is_test_job else (-1, -1)
         rpc_candidate = rpc_judge = -1
         if is_test_job:
             rpc_candidate, rpc_judge = (s.detach() for s in socket.socketpair())
         try:
-            child_fds = [code_fd, stdin_fd, out_w, err_w, status_w] + ([rpc_candidate] if is_test_job else [])
+            child_fds = [code_fd, stdin_fd, out_w, err_w, rpc_candidate if is_test_job else status_w]
             job.cand_pid = self._zygote_server().spawn(is_test_job, child_limits, child_fds)
             if is_test_job:
                 if self.persistent_judge:
@@ -333,7 +335,8 @@ class Worker:
         poller = select.poll()
         outputs = {out_r: bytearray(), err_r: bytearray()}
         for fd in (out_r, err_r, status_r):
-            poller.register(fd, select.POLLIN)
+            if fd >= 0:
+                poller.register(fd, select.POLLIN)
         report_fd = -1
         if is_test_job:
             report_fd = job.result_r if job.judge_pid > 0 else self.judge.sock.fileno()
@@ -654,7 +657,7 @@ class _Zygote:
         self.alive = True
 
     def spawn(self, test_job: bool, limits: isolation.ChildLimits, fds: list[int]) -> int:
-        """Fork a program's process with ``fds`` (code, stdin, stdout, stderr, status[, rpc]); its pid."""
+        """Fork a program's process with ``fds`` (code, stdin, stdout, stderr, rpc or status); its pid."""
         try:
             socket.send_fds(self.sock, [_SPAWN_REQUEST.pack(test_job, *limits)], fds)
             ready, _, _ = select.select([self.sock], [], [], ZYGOTE_TIMEOUT_S)
@@ -710,14 +713,19 @@ def _zygote_main(worker: Worker, sock: socket.socket) -> None:
     os.environ.clear()
     os.environ.update(_program_environment(worker.scratch))
     isolation.reset_signals(worker.inherited_handlers)
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)  # inherited by every child, and irreversible
     iso = worker.iso
+    # Everything below runs once per program. After each fork, every page this process writes
+    # while its child lives is copied: the loop is kept to a few plain calls.
+    fd_bytes = socket.CMSG_LEN(8 * _FD_SIZE)
     while True:
         try:
-            data, fds, _, _ = socket.recv_fds(sock, 256, 8)
+            data, ancillary, _, _ = sock.recvmsg(256, fd_bytes)
         except OSError:
             os._exit(0)
         if not data:
             os._exit(0)
+        fds = _received_fds(ancillary)
         test_job, *limit_values = _SPAWN_REQUEST.unpack(data)
         pid = os.fork()
         if pid == 0:
@@ -729,19 +737,32 @@ def _zygote_main(worker: Worker, sock: socket.socket) -> None:
         sock.send(_EXITED.pack(wait_status, usage.ru_utime, usage.ru_stime, usage.ru_maxrss))
 
 
+_FD_SIZE = struct.calcsize("i")
+
+
+def _received_fds(ancillary: list) -> list[int]:
+    """The fds of an SCM_RIGHTS message (``socket.recv_fds`` without its array and list copies)."""
+    fds: list[int] = []
+    for level, kind, data in ancillary:
+        if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
+            fds += struct.unpack(f"{len(data) // _FD_SIZE}i", data[: len(data) - len(data) % _FD_SIZE])
+    return fds
+
+
 def _program_process(iso: isolation.WorkerIsolation, fds: list[int], test_job: bool, limits: isolation.ChildLimits, scratch: str) -> None:
     """The program's own process, just forked by the zygote: lock it down, then run the program. Never returns."""
-    code_fd, stdin_fd, out_w, err_w, status_w = fds[:5]
-    rpc_fd = fds[5] if test_job else -1
+    # The fifth fd: the socket to the judge (test job) or the status pipe (main mode).
+    code_fd, stdin_fd, out_w, err_w, last_fd = fds
     try:
         os.dup2(stdin_fd, 0)
         os.dup2(out_w, 1)
         os.dup2(err_w, 2)
-        keep = [code_fd, status_w] + ([rpc_fd] if test_job else [])
-        isolation.lock_down(iso, iso.program_uid, limits, keep, scratch, dumpable=True, signals_reset=True)
+        keep = [code_fd, last_fd]
+        isolation.lock_down(iso, iso.program_uid, limits, keep, scratch, dumpable=True, prepared=True)
         source = _read_all(code_fd).decode("utf-8", "surrogateescape")
         os.close(code_fd)
-        os.write(status_w, STATUS_READY)
+        if not test_job:
+            os.write(last_fd, STATUS_READY)
     except BaseException as exc:
         try:
             os.write(2, f"sandbox set-up failed: {type(exc).__name__}: {exc}\n".encode())
@@ -749,8 +770,8 @@ def _program_process(iso: isolation.WorkerIsolation, fds: list[int], test_job: b
             pass
         os._exit(SETUP_FAILED_EXIT)
     if test_job:
-        candidate.serve_functions(source, rpc_fd)
-    candidate.run_as_main(source, status_w)
+        candidate.serve_functions(source, last_fd)
+    candidate.run_as_main(source, last_fd)
 
 
 class _JudgeServer:

@@ -220,12 +220,13 @@ def test_no_process_survives_its_verdict(pool):
 
 def _assert_no_zombies(pool):
     for worker in pool._idle:
-        launcher = worker.process.pid
-        for pid in _children(launcher):
-            for grandchild in _children(pid):
-                with open(f"/proc/{grandchild}/stat") as f:
-                    state = f.read().rsplit(")", 1)[1].split()[0]
-                assert state != "Z", f"zombie {grandchild} under the worker"
+        below = _children(worker.process.pid)  # the worker, then its zygote and judge, then theirs
+        while below:
+            pid = below.pop()
+            with open(f"/proc/{pid}/stat") as f:
+                state = f.read().rsplit(")", 1)[1].split()[0]
+            assert state != "Z", f"zombie {pid} under the worker"
+            below += _children(pid)
 
 
 def _children(pid):
@@ -234,6 +235,32 @@ def _children(pid):
             return [int(p) for p in f.read().split()]
     except OSError:
         return []
+
+
+_CLONE_SYSCALL = {"x86_64": 56, "aarch64": 220}.get(os.uname().machine)
+
+
+@pytest.mark.skipif(_CLONE_SYSCALL is None, reason="clone(2) number known for x86_64 and aarch64 only")
+def test_a_sibling_made_with_clone_parent_is_killed_and_reaped(pool):
+    # clone(CLONE_PARENT) makes the new process a child of the program's parent (the zygote that
+    # forked it), not of the program: it must be found, killed and reaped all the same.
+    marker = f"{uuid.uuid4().int % 10**6}.{uuid.uuid4().int % 10**6}"
+    sibling = (
+        "import ctypes, os\n"
+        f"if ctypes.CDLL(None).syscall({_CLONE_SYSCALL}, 0x8000 | 17, 0, 0, 0, 0) == 0:\n"  # CLONE_PARENT | SIGCHLD
+        f"    os.execv('/bin/sleep', ['sleep', '{marker}'])\n"
+    )
+    workers = _worker_pids(pool)
+    started = time.monotonic()
+    result = run_program(sibling + "print('cloned')\n", limits=LIMITS, pool=pool)
+    assert result.reason == "ok" and result.stdout == "cloned\n", result
+    assert grade(sibling + GOOD, ADD, pool, LIMITS).correct
+    assert time.monotonic() - started < 10
+    assert _processes_with(marker) == []
+    assert _sandbox_uid_processes(pool) == []
+    _assert_no_zombies(pool)
+    _good_program_still_passes(pool)
+    assert _worker_pids(pool) == workers
 
 
 @pytest.mark.parametrize(

@@ -52,8 +52,9 @@ JUDGE_RECYCLE_JOBS = 500
 # After the program is gone, how long a kept judge has to report before it is replaced.
 JUDGE_GRACE_S = 2.0
 # How long the zygote may take to fork a program's process, or to report a killed one's exit,
-# before it counts as dead and is replaced (it runs no untrusted code: only a broken machine).
-ZYGOTE_TIMEOUT_S = 10.0
+# before it is replaced (it runs no untrusted code, but where the program shares its uid, in
+# ``userns`` isolation, the program can stop it: that costs this long, once).
+ZYGOTE_TIMEOUT_S = 3.0
 # Worker -> zygote: test job?, then the ChildLimits fields. Zygote -> worker: the program's pid,
 # then (after reaping it) its wait status, user and system CPU seconds, peak RSS in KiB.
 _SPAWN_REQUEST = struct.Struct("<?dqqqq")
@@ -733,8 +734,20 @@ def _zygote_main(worker: Worker, sock: socket.socket) -> None:
         for fd in fds:
             os.close(fd)
         sock.send(_SPAWNED.pack(pid))
-        _, wait_status, usage = os.wait4(pid, 0)
+        # A program can give us more children (clone with CLONE_PARENT makes siblings of it): we
+        # reap them all, its own process's status is the one reported.
+        while True:
+            child, wait_status, usage = os.wait4(-1, 0)
+            if child == pid:
+                break
         sock.send(_EXITED.pack(wait_status, usage.ru_utime, usage.ru_stime, usage.ru_maxrss))
+        # Siblings still alive are being killed by the worker now: reap them before the next job,
+        # so none is left as a zombie (usually there are none and this returns at once).
+        while True:
+            try:
+                os.wait4(-1, 0)
+            except ChildProcessError:
+                break
 
 
 _FD_SIZE = struct.calcsize("i")

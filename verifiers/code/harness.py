@@ -365,14 +365,8 @@ def grade(response: str, answer: Any, pool: SandboxPool, limits: SandboxLimits) 
         details = _base_details(raw, spec)
         details["cases"] = len(spec.io)
         return Verdict(reward=1.0, correct=True, extracted=code, reason="ok", details=details)
-    job = JobSpec(source=assemble_program(spec, code), limits=_limits_dict(limits), tests=judge_spec(spec))
+    job = JobSpec(source=assemble_program(spec, code), limits=limits.as_dict(), tests=judge_spec(spec))
     return verdict_from_test_run(pool.execute(job), spec, limits, code)
-
-
-def _limits_dict(limits: SandboxLimits) -> dict:
-    from dataclasses import asdict
-
-    return asdict(limits)
 
 
 def grade_many(

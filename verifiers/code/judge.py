@@ -123,13 +123,14 @@ def _exception_from(type_name: str, message: str) -> BaseException:
     return CandidateError(type_name, message)
 
 
-def _encode_argument(value: Any) -> Any:
-    def other(obj: Any) -> list:
-        if isinstance(obj, RemoteObject):
-            return ["h", obj._key, obj._type_name]
-        raise TypeError(f"cannot pass a {type(obj).__name__} to the program under test (only plain data and its own objects)")
+def _handle_of(obj: Any) -> list:
+    if isinstance(obj, RemoteObject):
+        return ["h", obj._key, obj._type_name]
+    raise TypeError(f"cannot pass a {type(obj).__name__} to the program under test (only plain data and its own objects)")
 
-    return codec.encode(value, other)
+
+def _encode_argument(value: Any) -> Any:
+    return codec.encode(value, _handle_of)
 
 
 class RemoteObject:

@@ -30,7 +30,7 @@ failed; the details say why).
 from __future__ import annotations
 
 import signal as signal_module
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Sequence
 
 from reasonrl.verifiers.code.pool import JobSpec, PoolConfig, SandboxPool, get_pool
@@ -65,6 +65,14 @@ class SandboxLimits:
 
     def replace(self, **changes: Any) -> "SandboxLimits":
         return SandboxLimits(**{**asdict(self), **changes})
+
+    def as_dict(self) -> dict:
+        """The limits as a plain dict (what travels to the worker). ``dataclasses.asdict`` deep-copies
+        field by field, a measurable share of the caller's time per job; the fields are plain numbers."""
+        return {name: getattr(self, name) for name in _LIMIT_FIELDS}
+
+
+_LIMIT_FIELDS = tuple(f.name for f in fields(SandboxLimits))
 
 
 @dataclass
@@ -161,7 +169,7 @@ def _program_job(source: str, stdin: str | bytes | None, limits: SandboxLimits, 
             wall_time_s=limits.wall_time_s + CPP_COMPILE_ALLOWANCE_S, cpu_time_s=limits.cpu_time_s + CPP_COMPILE_ALLOWANCE_S
         )
     data = stdin.encode("utf-8") if isinstance(stdin, str) else stdin
-    return JobSpec(source=source, limits=asdict(limits), stdin=data or None)
+    return JobSpec(source=source, limits=limits.as_dict(), stdin=data or None)
 
 
 def run_program(

@@ -257,12 +257,15 @@ class FrameReader:
 
     def recv(self) -> Any:
         """Receive one frame; raises EOFError when the peer has gone, ProtocolError when it is malformed."""
-        data = self._fill(self.pending, _HEADER.size)
+        data = self.pending
+        if len(data) < _HEADER.size:
+            data = self._fill(data, _HEADER.size)
         (length,) = _HEADER.unpack_from(data)
         if length > MAX_FRAME_BYTES:
             raise ProtocolError(f"frame of {length} bytes exceeds the {MAX_FRAME_BYTES}-byte limit")
         end = _HEADER.size + length
-        data = self._fill(data, end)
+        if len(data) < end:
+            data = self._fill(data, end)
         body, self.pending = data[_HEADER.size:end], data[end:]
         try:
             text = body.decode("utf-8", "surrogatepass")
@@ -276,8 +279,6 @@ class FrameReader:
         return value
 
     def _fill(self, data: bytes, size: int) -> bytes:
-        if len(data) >= size:
-            return data
         chunks = [data]
         have = len(data)
         while have < size:

@@ -270,12 +270,15 @@ class Worker:
             rpc_candidate, rpc_judge = (s.detach() for s in socket.socketpair())
         try:
             child_fds = [code_fd, stdin_fd, out_w, err_w, rpc_candidate if is_test_job else status_w]
-            job.cand_pid = self._zygote_server().spawn(is_test_job, child_limits, child_fds)
+            zygote = self._zygote_server()
+            zygote.spawn(is_test_job, child_limits, child_fds)
+            # The judge gets its job while the zygote forks (on the other core, usually).
             if is_test_job:
                 if self.persistent_judge:
                     self._judge_server().submit(self.jobs, tests_fd, rpc_judge)
                 else:
                     job.judge_pid, job.result_r = self._fork_judge(tests_fd, rpc_judge, limits)
+            job.cand_pid = zygote.spawned_pid()
         finally:
             for fd in (code_fd, tests_fd, out_w, err_w, status_w, rpc_candidate, rpc_judge):
                 if fd is not None and fd >= 0:
@@ -663,10 +666,17 @@ class _Zygote:
         self.sock = ours
         self.alive = True
 
-    def spawn(self, test_job: bool, limits: isolation.ChildLimits, fds: list[int]) -> int:
-        """Fork a program's process with ``fds`` (code, stdin, stdout, stderr, rpc or status); its pid."""
+    def spawn(self, test_job: bool, limits: isolation.ChildLimits, fds: list[int]) -> None:
+        """Ask for a program's process with ``fds`` (code, stdin, stdout, stderr, rpc or status);
+        :meth:`spawned_pid` then gives its pid."""
         try:
             socket.send_fds(self.sock, [_SPAWN_REQUEST.pack(test_job, *limits)], fds)
+        except OSError:
+            self.alive = False
+            raise RuntimeError("the sandbox's zygote process is gone") from None
+
+    def spawned_pid(self) -> int:
+        try:
             ready, _, _ = select.select([self.sock], [], [], ZYGOTE_TIMEOUT_S)
             data = self.sock.recv(64) if ready else b""
         except OSError:

@@ -10,6 +10,7 @@ forked from the owner gets its own (sockets to another process's workers are nev
 """
 from __future__ import annotations
 
+import array
 import atexit
 import json
 import os
@@ -23,7 +24,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 from reasonrl.verifiers.code import isolation as isolation_module
-from reasonrl.verifiers.code.worker import DEFAULT_PRELOAD
+from reasonrl.verifiers.code.worker import DEFAULT_PRELOAD, received_fds
 
 # Extra seconds the caller waits for a worker's answer beyond the job's own wall limit (the
 # worker enforces the limit; this only catches a worker that hangs or is stopped).
@@ -51,6 +52,9 @@ def _package_stubs() -> list[tuple[str, str | None]]:
     parts = __name__.split(".")[:-1]  # reasonrl.verifiers.code
     here = os.path.dirname(os.path.abspath(__file__))
     return [(".".join(parts[:i]), here if i == len(parts) else None) for i in range(1, len(parts) + 1)]
+
+
+_FDS_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)  # a result carries at most two fds
 
 
 class SandboxStartError(RuntimeError):
@@ -135,6 +139,7 @@ class WorkerProcess:
             "sock_fd": theirs.fileno(),
         }
         self.sock = ours
+        self._buffer = bytearray(1 << 20)
         try:
             self.process = subprocess.Popen(
                 [sys.executable, "-I", "-S", "-c", _BOOTSTRAP, json.dumps(worker_config)],
@@ -157,12 +162,17 @@ class WorkerProcess:
             self.kill()
             raise WorkerDied(f"the sandbox worker gave no answer within {timeout:g}s ({what})")
         try:
-            data, fds, _, _ = socket.recv_fds(self.sock, 1 << 20, 4)
+            # Into a buffer kept across jobs (one thread uses a worker at a time): a fresh
+            # megabyte per answer is an mmap and munmap each time.
+            size, ancillary, _, _ = self.sock.recvmsg_into([self._buffer], _FDS_SPACE)
         except OSError as exc:
             raise WorkerDied(f"the sandbox worker's socket failed: {exc}") from None
-        if not data:
+        fds = received_fds(ancillary)
+        if not size:
+            for fd in fds:
+                os.close(fd)
             raise WorkerDied("the sandbox worker exited")
-        return data, fds
+        return bytes(self._buffer[:size]), fds
 
     def run(self, header: dict, fds: list[int], timeout: float) -> tuple[dict, list[int]]:
         try:

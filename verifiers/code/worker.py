@@ -22,6 +22,8 @@ kill every process of the job, reap them all, wipe the scratch directory and ans
 """
 from __future__ import annotations
 
+import _socket
+import array
 import gc
 import json
 import os
@@ -267,7 +269,9 @@ class Worker:
         status_r, status_w = os.pipe() if not is_test_job else (-1, -1)
         rpc_candidate = rpc_judge = -1
         if is_test_job:
-            rpc_candidate, rpc_judge = (s.detach() for s in socket.socketpair())
+            # _socket's pair: socket.socketpair wraps each end in an object that asks the kernel
+            # for its address (two system calls per job) only for us to detach the fds.
+            rpc_candidate, rpc_judge = (s.detach() for s in _socket.socketpair())
         try:
             child_fds = [code_fd, stdin_fd, out_w, err_w, rpc_candidate if is_test_job else status_w]
             zygote = self._zygote_server()
@@ -742,7 +746,7 @@ def _zygote_main(worker: Worker, sock: socket.socket) -> None:
             os._exit(0)
         if not data:
             os._exit(0)
-        fds = _received_fds(ancillary)
+        fds = received_fds(ancillary)
         test_job, *limit_values = _SPAWN_REQUEST.unpack(data)
         pid = os.fork()
         if pid == 0:
@@ -766,16 +770,17 @@ def _zygote_main(worker: Worker, sock: socket.socket) -> None:
                 break
 
 
-_FD_SIZE = struct.calcsize("i")
+_FD_SIZE = array.array("i").itemsize
 
 
-def _received_fds(ancillary: list) -> list[int]:
-    """The fds of an SCM_RIGHTS message (``socket.recv_fds`` without its array and list copies)."""
-    fds: list[int] = []
+def received_fds(ancillary: list) -> list[int]:
+    """The fds of an SCM_RIGHTS message from ``recvmsg``, as ``socket.recv_fds`` returns them
+    (which allocates a receive buffer per call; callers here keep theirs)."""
+    fds = array.array("i")
     for level, kind, data in ancillary:
         if level == socket.SOL_SOCKET and kind == socket.SCM_RIGHTS:
-            fds += struct.unpack(f"{len(data) // _FD_SIZE}i", data[: len(data) - len(data) % _FD_SIZE])
-    return fds
+            fds.frombytes(data[: len(data) - len(data) % _FD_SIZE])
+    return list(fds)
 
 
 def _program_process(iso: isolation.WorkerIsolation, fds: list[int], test_job: bool, limits: isolation.ChildLimits, scratch: str) -> None:
@@ -834,6 +839,7 @@ class _JudgeServer:
         theirs.close()
         self.pid = pid
         self.sock = ours
+        self._buffer = bytearray(1 << 20)
 
     def submit(self, job_id: int, tests_fd: int, rpc_fd: int) -> None:
         self.jobs += 1
@@ -846,16 +852,20 @@ class _JudgeServer:
         """The report for ``job_id`` if one is waiting (reports of abandoned jobs are dropped)."""
         deadline = time.monotonic() + timeout
         while True:
-            ready, _, _ = select.select([self.sock], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                return None
             try:
-                data = self.sock.recv(1 << 20)
+                # Into a buffer kept across jobs: a fresh megabyte per report is an mmap and munmap.
+                size = self.sock.recv_into(self._buffer, 0, socket.MSG_DONTWAIT)
+            except BlockingIOError:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0 or not select.select([self.sock], [], [], remaining)[0]:
+                    return None
+                continue
             except OSError:
-                data = b""
-            if not data:
+                size = 0
+            if not size:
                 self.alive = False
                 return None
+            data = bytes(self._buffer[:size])
             try:
                 if json.loads(data).get("job") == job_id:
                     return data

@@ -288,3 +288,21 @@ class FrameReader:
             chunks.append(chunk)
             have += len(chunk)
         return b"".join(chunks)
+
+
+def read_whole(fd: int) -> bytes:
+    """Everything in the file behind ``fd`` (a memfd holding a program, tests or stdin), from its start.
+
+    Asks for the file's size first: a read "up to a megabyte" allocates that megabyte each time
+    (an mmap and munmap in a freshly forked process).
+    """
+    chunks = []
+    offset = 0
+    want = max(os.fstat(fd).st_size, 1)
+    while True:
+        chunk = os.pread(fd, want, offset)
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        offset += len(chunk)
+        want = 1 << 16

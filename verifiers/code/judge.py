@@ -371,7 +371,7 @@ def serve_jobs(sock_fd: int) -> None:
         job = json.loads(data).get("job")
         tests_fd, rpc_fd = (fds + [-1, -1])[:2]
         try:
-            spec = json.loads(_read_all(tests_fd))
+            spec = json.loads(codec.read_whole(tests_fd))
             report = judge_report(spec, rpc_fd)
         except BaseException as exc:
             report = {"status": "failed", "origin": "judge", "error": type(exc).__name__, "message": str(exc)[:2000]}
@@ -390,13 +390,3 @@ def serve_jobs(sock_fd: int) -> None:
             sock.send(payload)
         except OSError:
             os._exit(0)
-
-
-def _read_all(fd: int) -> bytes:
-    chunks, offset = [], 0
-    while True:
-        chunk = os.pread(fd, 1 << 20, offset)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        offset += len(chunk)

@@ -316,7 +316,7 @@ class Worker:
                 isolation.lock_down(self.iso, self.iso.judge_uid, self._judge_limits(limits["wall_time_s"]),
                                     [tests_fd, rpc_fd, result_w], "/", dumpable=False,
                                     inherited_handlers=self.inherited_handlers)
-                spec = json.loads(_read_all(tests_fd))
+                spec = json.loads(codec.read_whole(tests_fd))
                 os.close(tests_fd)
             except BaseException as exc:
                 _write_report(result_w, {"status": "failed", "origin": "judge", "error": "SetupError", "message": str(exc)})
@@ -793,7 +793,7 @@ def _program_process(iso: isolation.WorkerIsolation, fds: list[int], test_job: b
         os.dup2(err_w, 2)
         keep = [code_fd, last_fd]
         isolation.lock_down(iso, iso.program_uid, limits, keep, scratch, dumpable=True, prepared=True)
-        source = _read_all(code_fd).decode("utf-8", "surrogateescape")
+        source = codec.read_whole(code_fd).decode("utf-8", "surrogateescape")
         os.close(code_fd)
         if not test_job:
             os.write(last_fd, STATUS_READY)
@@ -943,17 +943,6 @@ def _processes_of(uids: set[int]) -> set[int]:
             except OSError:
                 pass
     return found
-
-
-def _read_all(fd: int) -> bytes:
-    chunks = []
-    offset = 0
-    while True:
-        chunk = os.pread(fd, 1 << 20, offset)
-        if not chunk:
-            return b"".join(chunks)
-        chunks.append(chunk)
-        offset += len(chunk)
 
 
 def _program_environment(scratch: str) -> dict[str, str]:

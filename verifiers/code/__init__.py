@@ -13,7 +13,7 @@ Modules:
 * :mod:`.harness` — the test formats of the ``answer`` field (HumanEval, MBPP, asserts,
   stdin/stdout), the response extraction rule and the output comparison.
 * :mod:`.isolation` — what isolation is put in force and how it falls back.
-* :mod:`.worker`, :mod:`.pool` — warm pre-imported workers that fork a fresh child per program.
+* :mod:`.worker`, :mod:`.pool` — warm pre-imported workers; each one's zygote forks a fresh child per program.
 * :mod:`.judge`, :mod:`.candidate`, :mod:`.codec` — tests and program in separate processes,
   talking plain data only: why a pass cannot be faked.
 

@@ -5,7 +5,7 @@ Three levels, tried in order when ``isolation="auto"`` (each can be asked for by
 ``namespaces`` (root, as on the project's machines and CI)
     The worker enters new PID, network, mount, IPC and UTS namespaces. It is PID 1 of its PID
     namespace, so every process a program starts stays inside it, cannot see or signal anything
-    outside it, and dies when the worker ends the job (``kill(-1)`` from PID 1, then reaping).
+    outside it, and dies when the worker ends the job (killed and reaped by PID 1).
     The network namespace has only a loopback interface, left down: no network at all. The
     filesystem is a new root on a tmpfs holding read-only bind mounts of the system directories
     (``/usr``, ``/etc``, ``/lib*``, ``/bin``, ``/sbin``, ``/dev`` and Python's own directories): the

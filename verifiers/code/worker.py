@@ -1,24 +1,32 @@
-"""The sandbox worker: a warm, pre-imported process that forks one fresh isolated child per program.
+"""The sandbox worker: a warm, pre-imported process whose zygote forks one fresh isolated child per program.
 
 Process tree of one worker (``namespaces`` isolation, as root)::
 
     caller (SandboxPool)
-      └─ launcher            python -I; entered new PID/net/mount/IPC/UTS namespaces (unshare(2))
-           └─ worker         PID 1 of the new PID namespace; private read-only root; no network
-                ├─ judge     runs the tests (judge uid, not dumpable); kept across jobs
-                └─ candidate the program (its own session, program uid, rlimits); forked per job
+      └─ launcher              python -I -S; entered new PID/net/mount/IPC/UTS namespaces (unshare(2))
+           └─ worker           PID 1 of the new PID namespace; private read-only root; no network
+                ├─ zygote      forked once from the worker; forks each program's process, reaps it
+                │    └─ candidate  the program (its own session, program uid, rlimits); one per job
+                └─ judge       runs the tests (judge uid, not dumpable); kept across jobs
 
 Where the program cannot get a uid of its own (``userns``, or ``rlimits`` without root), the
-judge is forked per job instead, and killing "everything but the judge" is not needed: the
-worker kills every process of the job (``kill(-1)`` from PID 1, or process groups + children).
+judge is forked per job instead. After each job the worker kills every process of the job: in a
+PID namespace every process but itself, the zygote and a kept judge (a scan of its own
+``/proc``); otherwise process groups, the sandbox uids' processes and its children (it is a
+child subreaper), until none is left.
+
+Why a zygote: see :class:`_Zygote` (a fork makes the parent's pages copy-on-write; the worker,
+busy supervising while the program runs, would pay a page copy for every page it writes).
 
 The worker never reads the program's source nor the tests: they arrive as memfds passed over
 the control socket (SCM_RIGHTS) and only the child that needs each one reads it. So a program
-cannot find the tests (or another program's source) in the memory it inherits from the worker.
+cannot find the tests (or another program's source) in the memory it inherits (the zygote's,
+forked from the worker before any job ran).
 
-One job at a time: fork the candidate (and hand the tests to the judge), watch stdout/stderr
-(the output cap), the judge's report, the children's exits (pidfds) and the wall clock; then
-kill every process of the job, reap them all, wipe the scratch directory and answer.
+One job at a time: have the zygote fork the candidate (and hand the tests to the judge), watch
+stdout/stderr (the output cap), the judge's report, the program's exit (reported by the zygote)
+and the wall clock; then kill every process of the job, reap them all, wipe the scratch
+directory and answer.
 """
 from __future__ import annotations
 

@@ -297,6 +297,23 @@ def reset_signals(inherited_handlers: Iterable[int] | None = None) -> None:
     _signal.pthread_sigmask(_signal.SIG_SETMASK, [])
 
 
+# Hard limits of a prepared forker (the zygote), unchanged in the children it forks: read once
+# there rather than once per limit in every child.
+_forker_hard_limits: dict[int, int] = {}
+
+
+def prepare_forker(inherited_handlers: Iterable[int] | None = None) -> None:
+    """Called once in a process that only forks sandboxed children (the zygote): apply to itself
+    what every child needs and inherits across fork, so each ``lock_down(..., prepared=True)`` does
+    less: signal dispositions and mask, ``no_new_privs`` (irreversible), no core dumps; and note
+    its hard limits."""
+    reset_signals(inherited_handlers)
+    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+    _setrlimit(resource.RLIMIT_CORE, 0, 0)
+    for which in (resource.RLIMIT_CPU, resource.RLIMIT_AS, resource.RLIMIT_FSIZE, resource.RLIMIT_NOFILE, resource.RLIMIT_NPROC):
+        _forker_hard_limits[which] = resource.getrlimit(which)[1]
+
+
 def lock_down(
     iso: WorkerIsolation, uid: int, limits: ChildLimits, keep_fds: Iterable[int], workdir: str, dumpable: bool,
     inherited_handlers: Iterable[int] | None = None, prepared: bool = False,
@@ -305,8 +322,8 @@ def lock_down(
 
     Order matters: fds first (nothing of the parent leaks), then the session, limits, uid (the
     last privileged step), then ``no_new_privs`` so no setuid binary can win privileges back.
-    ``inherited_handlers``: see :func:`reset_signals`. ``prepared``: the parent (the zygote) already
-    called :func:`reset_signals` and set ``no_new_privs`` on itself, once; the child inherits both.
+    ``inherited_handlers``: see :func:`reset_signals`. ``prepared``: the parent called
+    :func:`prepare_forker` (the zygote does, once); the child inherits what it set.
     """
     keep = sorted(set(keep_fds) | {0, 1, 2})
     _close_fds_except(keep)
@@ -314,14 +331,16 @@ def lock_down(
     os.chdir(workdir)
     if not prepared:
         reset_signals(inherited_handlers)
+    known = _forker_hard_limits if prepared else {}
     cpu = max(1, int(-(-limits.cpu_time_s // 1)))
-    _setrlimit(resource.RLIMIT_CPU, cpu, cpu + 1)
-    _setrlimit(resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes)
-    _setrlimit(resource.RLIMIT_FSIZE, limits.max_file_size_bytes, limits.max_file_size_bytes)
-    _setrlimit(resource.RLIMIT_NOFILE, limits.max_open_files, limits.max_open_files)
-    _setrlimit(resource.RLIMIT_CORE, 0, 0)
+    _setrlimit(resource.RLIMIT_CPU, cpu, cpu + 1, known)
+    _setrlimit(resource.RLIMIT_AS, limits.memory_bytes, limits.memory_bytes, known)
+    _setrlimit(resource.RLIMIT_FSIZE, limits.max_file_size_bytes, limits.max_file_size_bytes, known)
+    _setrlimit(resource.RLIMIT_NOFILE, limits.max_open_files, limits.max_open_files, known)
+    if not prepared:
+        _setrlimit(resource.RLIMIT_CORE, 0, 0)
     if iso.uid_separation and uid >= 0:
-        _setrlimit(resource.RLIMIT_NPROC, limits.max_processes, limits.max_processes)
+        _setrlimit(resource.RLIMIT_NPROC, limits.max_processes, limits.max_processes, known)
         os.setgroups([])
         os.setresgid(uid, uid, uid)
         os.setresuid(uid, uid, uid)
@@ -338,14 +357,20 @@ def lock_down(
         linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
     if not dumpable:
         linux.prctl(linux.PR_SET_DUMPABLE, 0)
+    if prepared and iso.pid_namespace:
+        # Not needed: the worker is PID 1 here, and when it goes the kernel kills everything in the
+        # namespace; a child whose zygote died is the worker's to kill and reap at once.
+        return
     try:
         linux.prctl(linux.PR_SET_PDEATHSIG, 9)
     except OSError:
         pass
 
 
-def _setrlimit(which: int, soft: int, hard: int | None) -> None:
-    _, current_hard = resource.getrlimit(which)
+def _setrlimit(which: int, soft: int, hard: int | None, known_hard: dict[int, int] | None = None) -> None:
+    current_hard = known_hard.get(which) if known_hard else None
+    if current_hard is None:
+        _, current_hard = resource.getrlimit(which)
     hard = current_hard if hard is None else hard
     if current_hard != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or hard > current_hard):
         hard = current_hard  # an unprivileged process can only lower its hard limit

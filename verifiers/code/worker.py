@@ -726,7 +726,9 @@ class _Zygote:
 def _zygote_main(worker: Worker, sock: socket.socket) -> None:
     """The zygote process (see :class:`_Zygote`): fork a program's process per request. Never returns."""
     try:
-        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)  # the worker gone, so are we (and, by theirs, our children)
+        # The worker gone, so are we (our children: by their own parent-death signal, or, in a
+        # PID namespace, with everything in it).
+        linux.prctl(linux.PR_SET_PDEATHSIG, signal.SIGKILL)
     except OSError:
         pass
     # Standard fds as the programs' will be: stdin a file, stdout/stderr pipes. The std streams
@@ -741,8 +743,7 @@ def _zygote_main(worker: Worker, sock: socket.socket) -> None:
     candidate.fresh_std_streams()
     os.environ.clear()
     os.environ.update(_program_environment(worker.scratch))
-    isolation.reset_signals(worker.inherited_handlers)
-    linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)  # inherited by every child, and irreversible
+    isolation.prepare_forker(worker.inherited_handlers)
     iso = worker.iso
     # Everything below runs once per program. After each fork, every page this process writes
     # while its child lives is copied: the loop is kept to a few plain calls.

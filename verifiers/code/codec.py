@@ -219,7 +219,8 @@ def _float(value: Any) -> float:
 
 # One encoder for every frame: ``json.dumps`` with non-default separators builds a new encoder
 # object per call (and, in a freshly forked program's process, touches its pages to do so).
-_ENCODER = json.JSONEncoder(separators=(",", ":"))
+# No circular-reference check: wire values are built by :func:`encode`, fresh and depth-bounded.
+_ENCODER = json.JSONEncoder(separators=(",", ":"), check_circular=False)
 # The C scanner alone: frames are compact JSON (no whitespace around the value), so ``json.loads``
 # and its whitespace-skipping regular expressions have nothing to add.
 _SCAN = json.JSONDecoder().scan_once

@@ -1,4 +1,7 @@
-"""What runs inside the candidate process (the untrusted program), after the worker has locked it down.
+"""What runs inside the candidate process (the untrusted program), after it has been locked down.
+
+The process is a fork of the worker's zygote, which made its standard streams
+(:func:`fresh_std_streams`), environment and signal dispositions once for all its children.
 
 Two modes:
 

@@ -651,7 +651,24 @@ class _Usage(NamedTuple):
     ru_maxrss: int
 
 
-class _Zygote:
+class _KeptChild:
+    """A process the worker keeps across jobs (the zygote, the judge server): its pid and socket."""
+
+    pid: int
+    sock: socket.socket
+    alive: bool
+
+    def stop(self) -> None:
+        try:
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        except (ProcessLookupError, ChildProcessError):
+            pass
+        self.sock.close()
+        self.alive = False
+
+
+class _Zygote(_KeptChild):
     """The process that forks each program's process: the worker's handle on it.
 
     Why not fork in the worker itself: a fork write-protects every page of the parent, and
@@ -712,15 +729,6 @@ class _Zygote:
             return None
         wait_status, user, system, max_rss = _EXITED.unpack(data)
         return wait_status, _Usage(user, system, max_rss)
-
-    def stop(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        self.sock.close()
-        self.alive = False
 
 
 def _zygote_main(worker: Worker, sock: socket.socket) -> None:
@@ -817,7 +825,7 @@ def _program_process(iso: isolation.WorkerIsolation, fds: list[int], test_job: b
     candidate.run_as_main(source, last_fd)
 
 
-class _JudgeServer:
+class _JudgeServer(_KeptChild):
     """A judge process kept across jobs (where the program runs under a uid of its own).
 
     Saves a fork per test job. It runs only the problems' tests and this package's code, and
@@ -880,15 +888,6 @@ class _JudgeServer:
                     return data
             except (ValueError, AttributeError):
                 return None
-
-    def stop(self) -> None:
-        try:
-            os.kill(self.pid, signal.SIGKILL)
-            os.waitpid(self.pid, 0)
-        except (ProcessLookupError, ChildProcessError):
-            pass
-        self.sock.close()
-        self.alive = False
 
 
 def _write_report(fd: int, report: dict) -> None:

@@ -33,7 +33,7 @@ ANSWER_GRACE_S = 15.0
 # objects instead of importing ``reasonrl`` (whose ``__init__`` chain pulls in the task registry,
 # environments and their dependencies) and ``site`` (whose ``.pth`` hooks import more). Every
 # module in the worker is in the image each program's fork copies and its exit unmaps: the lean
-# worker is about half the size. The caller's absolute ``sys.path`` (site-packages included) is
+# worker has 40% less anonymous memory (6.9 MB instead of 11.3). The caller's absolute ``sys.path`` (site-packages included) is
 # kept, so programs import what a program run by this Python would find.
 _BOOTSTRAP = (
     "import json, sys, types\n"
@@ -54,7 +54,7 @@ def _package_stubs() -> list[tuple[str, str | None]]:
     return [(".".join(parts[:i]), here if i == len(parts) else None) for i in range(1, len(parts) + 1)]
 
 
-_FDS_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)  # a result carries at most two fds
+_FDS_SPACE = socket.CMSG_SPACE(4 * array.array("i").itemsize)  # a result carries two fds at most
 
 
 class SandboxStartError(RuntimeError):

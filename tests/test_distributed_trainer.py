@@ -71,6 +71,7 @@ def test_two_ranks_match_one_process_and_resume_exactly(tmp_path):
         assert b["kl"] == pytest.approx(a["kl"], abs=1e-5)
     w1, w2 = weights(one / "checkpoints" / "step-4"), weights(two / "checkpoints" / "step-4")
     start = weights(one / "sft")
+    assert sorted(w2) == sorted(w1)  # the same HF checkpoint layout (tied embeddings saved once)
     for key in w1:
         torch.testing.assert_close(w2[key], w1[key], atol=2e-5, rtol=1e-4, msg=key)
     assert max((w1[k] - start[k]).abs().max().item() for k in w1) > 1e-3  # RL really moved the weights
@@ -97,3 +98,20 @@ def test_two_ranks_match_one_process_and_resume_exactly(tmp_path):
     w3 = weights(three / "checkpoints" / "step-4")
     for key in w1:
         torch.testing.assert_close(w3[key], w1[key], atol=2e-5, rtol=1e-4, msg=key)
+
+
+def test_ppo_value_head_over_two_ranks_matches_one_process(tmp_path):
+    """PPO: the value head is sharded and stepped with the policy (RLTrainer's PolicyAndValue);
+    its values feed GAE, so the policy weights only match when the critic's updates match too."""
+    pytest.importorskip("deepspeed")
+    cache = tmp_path / "cache"
+    one, two = tmp_path / "one", tmp_path / "two"
+    run([sys.executable, "-m", "reasonrl", "train", *ARGS, "algorithm.estimator=ppo", f"output_dir={one}"], cache)
+    two_ranks(two, cache, 29564, "algorithm.estimator=ppo")
+    m1, m2 = metrics(one), metrics(two)
+    assert [m["reward"] for m in m1] == [m["reward"] for m in m2]
+    assert [m["grad_norm"] for m in m2] == pytest.approx([m["grad_norm"] for m in m1], rel=1e-4)
+    w1, w2 = weights(one / "checkpoints" / "step-4"), weights(two / "checkpoints" / "step-4")
+    assert sorted(w2) == sorted(w1)  # the value head stays out of the HF weights
+    for key in w1:
+        torch.testing.assert_close(w2[key], w1[key], atol=2e-5, rtol=1e-4, msg=key)

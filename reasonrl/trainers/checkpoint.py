@@ -133,7 +133,14 @@ def save_deepspeed_checkpoint(
     engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG, save_latest=False)
     weights = gathered_state_dict(engine)
     if is_main:
-        engine.module.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
+        # The engine may wrap the policy with other trained modules (RLTrainer's PolicyAndValue):
+        # the HF checkpoint holds the policy alone; the others live in DeepSpeed's files.
+        policy = getattr(engine.module, "policy", engine.module)
+        if policy is not engine.module:
+            weights = {k[len("policy."):]: v for k, v in weights.items() if k.startswith("policy.")}
+        if getattr(policy.config, "tie_word_embeddings", False):
+            weights.pop("lm_head.weight", None)  # the gathered copies no longer share storage: keep one, as HF does
+        policy.save_pretrained(tmp, state_dict=weights, safe_serialization=True)
         if tokenizer is not None:
             tokenizer.save_pretrained(tmp)
         _finish(run_dir, tmp, final, step, trainer_state, keep)

@@ -145,6 +145,19 @@ class ValueHead(torch.nn.Module):
         return self.linear(hidden.float()).squeeze(-1)
 
 
+class PolicyAndValue(torch.nn.Module):
+    """What DeepSpeed wraps over several ranks: the policy and, for PPO, its value head, so both
+    are sharded, all-reduced and stepped together. Its forward is the policy's."""
+
+    def __init__(self, policy: Any, value_head: ValueHead | None = None) -> None:
+        super().__init__()
+        self.policy = policy
+        self.value_head = value_head
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        return self.policy(*args, **kwargs)
+
+
 def response_logprobs(
     model: Any,
     input_ids: torch.Tensor,
@@ -388,7 +401,7 @@ class RLTrainer:
             offload_optimizer=c.deepspeed.offload_optimizer,
         )
         # fp32 master weights; bf16 comes from the same torch.autocast as in one process.
-        self.deepspeed = wrap_with_deepspeed(self.model, ds_config)
+        self.deepspeed = wrap_with_deepspeed(PolicyAndValue(self.model, self.value_head), ds_config)
         self.forward_model = self.deepspeed
         self.optimizer = self.deepspeed.optimizer
 
@@ -583,15 +596,18 @@ class RLTrainer:
         scores its share of the rows and the shares are gathered."""
         world = self.dist.world_size
         if world > 1:
-            import torch.distributed as torch_dist
-
             share = len(batch) // world
             first = self.dist.rank * share
-            mine, _ = self._forward_rows(model, batch, range(first, first + share), micro, None)
-            parts = [torch.empty_like(mine) for _ in range(world)]
-            torch_dist.all_gather(parts, mine.contiguous())
-            return torch.cat(parts), None
+            logprobs, values = self._forward_rows(model, batch, range(first, first + share), micro, value_head)
+            return self._all_gather_rows(logprobs), None if values is None else self._all_gather_rows(values)
         return self._forward_rows(model, batch, range(len(batch)), micro, value_head)
+
+    def _all_gather_rows(self, mine: torch.Tensor) -> torch.Tensor:
+        import torch.distributed as torch_dist
+
+        parts = [torch.empty_like(mine) for _ in range(self.dist.world_size)]
+        torch_dist.all_gather(parts, mine.contiguous())
+        return torch.cat(parts)
 
     def _forward_rows(
         self, model: Any, batch: RolloutBatch, row_range: range, micro: int, value_head: ValueHead | None

@@ -245,8 +245,6 @@ class TrainConfig:
                 f"optim.minibatch_size={o.minibatch_size} must divide the batch of {batch} sequences and be a "
                 f"multiple of the {world_size} ranks"
             )
-        if self.algorithm.dynamic_sampling:
-            problems.append("algorithm.dynamic_sampling runs in one process only for now (the refill is not split over ranks)")
         if self.engine == "vllm" and self.deepspeed.zero_stage == 3:
             problems.append("engine=vllm with deepspeed.zero_stage=3 is not supported; use zero_stage<=2")
         if problems:

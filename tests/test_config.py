@@ -152,7 +152,8 @@ def test_world_size_checks_name_the_keys():
     with pytest.raises(ConfigError, match="minibatch_size=12"):
         load_config(TrainConfig, None, ["rollout.prompts_per_step=8", "optim.minibatch_size=12"]).check_world_size(8)
     load_config(TrainConfig, None, ["algorithm.estimator=ppo"]).check_world_size(2)  # the value head is sharded too
-    with pytest.raises(ConfigError, match="dynamic_sampling"):
-        load_config(TrainConfig, None, ["algorithm.dynamic_sampling=true"]).check_world_size(2)
+    load_config(TrainConfig, None, ["algorithm.dynamic_sampling=true"]).check_world_size(2)
+    with pytest.raises(ConfigError, match="engine=vllm with deepspeed.zero_stage=3"):
+        load_config(TrainConfig, None, ["engine=vllm", "deepspeed.zero_stage=3"]).check_world_size(2)
     with pytest.raises(ConfigError, match="zero_stage must be one of 0, 1, 2, 3"):
         load_config(TrainConfig, None, ["deepspeed.zero_stage=4"])

@@ -100,16 +100,22 @@ def test_two_ranks_match_one_process_and_resume_exactly(tmp_path):
         torch.testing.assert_close(w3[key], w1[key], atol=2e-5, rtol=1e-4, msg=key)
 
 
-def test_ppo_value_head_over_two_ranks_matches_one_process(tmp_path):
-    """PPO: the value head is sharded and stepped with the policy (RLTrainer's PolicyAndValue);
-    its values feed GAE, so the policy weights only match when the critic's updates match too."""
+def test_ppo_and_dynamic_sampling_over_two_ranks_match_one_process(tmp_path):
+    """PPO's value head is sharded and stepped with the policy (RLTrainer's PolicyAndValue), and
+    DAPO's dynamic sampling leaves batches of 4 or 6 groups that do not split evenly over the
+    ranks: the short share runs zero-loss backward passes so every rank joins every reduction.
+    Under ZeRO-3, where every forward pass gathers parameters. The policy weights only match when
+    the critic (its values feed GAE) and the uneven splits match too."""
     pytest.importorskip("deepspeed")
     cache = tmp_path / "cache"
     one, two = tmp_path / "one", tmp_path / "two"
-    run([sys.executable, "-m", "reasonrl", "train", *ARGS, "algorithm.estimator=ppo", f"output_dir={one}"], cache)
-    two_ranks(two, cache, 29564, "algorithm.estimator=ppo")
+    extra = ["algorithm.estimator=ppo", "algorithm.dynamic_sampling=true", "algorithm.max_sampling_rounds=3"]
+    run([sys.executable, "-m", "reasonrl", "train", *ARGS, *extra, f"output_dir={one}"], cache)
+    two_ranks(two, cache, 29564, *extra, "deepspeed.zero_stage=3")
     m1, m2 = metrics(one), metrics(two)
     assert [m["reward"] for m in m1] == [m["reward"] for m in m2]
+    assert [m["groups_trained"] for m in m2] == [m["groups_trained"] for m in m1]
+    assert any(m["groups_trained"] < 8 for m in m1)  # some batches were short (the uneven path ran)
     assert [m["grad_norm"] for m in m2] == pytest.approx([m["grad_norm"] for m in m1], rel=1e-4)
     w1, w2 = weights(one / "checkpoints" / "step-4"), weights(two / "checkpoints" / "step-4")
     assert sorted(w2) == sorted(w1)  # the value head stays out of the HF weights

@@ -48,7 +48,7 @@ from reasonrl.algorithms import (
     zero_variance_group_share,
 )
 from reasonrl.config import TrainConfig
-from reasonrl.distributed import DistributedContext, all_reduce_mean, micro_batch_normalizer
+from reasonrl.distributed import DistributedContext, micro_batch_normalizer
 from reasonrl.engines.base import Sample, SamplingParams
 from reasonrl.trainers.data import ProblemSource, ProblemStream, derived_seed, render_prompt
 from reasonrl.types import Verdict
@@ -393,6 +393,7 @@ class RLTrainer:
         c, opt, world = self.config, self.config.optim, self.dist.world_size
         rows_per_rank = (opt.minibatch_size or c.rollout.prompts_per_step * c.rollout.group_size) // world
         micro = min(opt.micro_batch_size or rows_per_rank, rows_per_rank)
+        self.deepspeed_micro = micro  # fixed for the run: DeepSpeed's accumulation count depends on it
         self.grad_accum_steps = -(-rows_per_rank // micro)
         ds_config = deepspeed_config(
             c.deepspeed.zero_stage, micro_batch_size=micro, grad_accum_steps=self.grad_accum_steps, world_size=world,
@@ -479,9 +480,8 @@ class RLTrainer:
         samples are those one process would draw) and the shares are gathered: every rank then holds
         the whole batch, and advantages use whole-batch statistics."""
         r = self.config.rollout
-        share = len(problems) // self.dist.world_size if self.dist.world_size > 1 else len(problems)
-        first = self.dist.rank * share if self.dist.world_size > 1 else 0
-        mine = problems[first : first + share]
+        first, last = self._rank_slice(len(problems))  # a dynamic-sampling refill may not split evenly
+        mine = problems[first:last]
         prompts = [render_prompt(self.tokenizer, p["prompt"]) for p in mine]
         params = SamplingParams(
             n=r.group_size, temperature=r.temperature, top_p=r.top_p, max_tokens=r.max_tokens, stop=tuple(r.stop),
@@ -498,8 +498,8 @@ class RLTrainer:
         start = time.perf_counter()
         verdicts = self.verify_fn([p for p, g in zip(mine, groups) for _ in g], [s.text for g in groups for s in g]) if groups else []
         base_rewards = None
-        if baseline_groups is not None:
-            base_rewards = [v.reward for v in self.verify_fn(mine, [g[0].text for g in baseline_groups])]
+        if self.config.estimator_name == "remax":
+            base_rewards = [v.reward for v in self.verify_fn(mine, [g[0].text for g in baseline_groups])] if mine else []
         timings["verify"] += time.perf_counter() - start
         if self.dist.world_size > 1:
             groups, verdicts, base_rewards = self._gather_shares(groups, verdicts, base_rewards)
@@ -596,11 +596,24 @@ class RLTrainer:
         scores its share of the rows and the shares are gathered."""
         world = self.dist.world_size
         if world > 1:
-            share = len(batch) // world
-            first = self.dist.rank * share
-            logprobs, values = self._forward_rows(model, batch, range(first, first + share), micro, value_head)
-            return self._all_gather_rows(logprobs), None if values is None else self._all_gather_rows(values)
-        return self._forward_rows(model, batch, range(len(batch)), micro, value_head)
+            # Every rank scores the same number of rows (the last share is padded with row 0 and
+            # the padding dropped after the gather): ZeRO-3 gathers parameters in every forward.
+            first, last = self._rank_slice(len(batch))
+            share = -(-len(batch) // world)
+            rows = list(range(first, last)) + [0] * (share - (last - first))
+            logprobs, values = self._forward_rows(model, batch, rows, micro, value_head)
+            gathered = self._all_gather_rows(logprobs)[: len(batch)]
+            return gathered, None if values is None else self._all_gather_rows(values)[: len(batch)]
+        return self._forward_rows(model, batch, list(range(len(batch))), micro, value_head)
+
+    def _rank_slice(self, count: int) -> tuple[int, int]:
+        """``[first, last)`` of this rank's contiguous share of ``count`` items (all of them in one
+        process; the last ranks' shares may be shorter or empty)."""
+        if self.dist.world_size == 1:
+            return 0, count
+        share = -(-count // self.dist.world_size)
+        first = min(self.dist.rank * share, count)
+        return first, min(first + share, count)
 
     def _all_gather_rows(self, mine: torch.Tensor) -> torch.Tensor:
         import torch.distributed as torch_dist
@@ -610,11 +623,12 @@ class RLTrainer:
         return torch.cat(parts)
 
     def _forward_rows(
-        self, model: Any, batch: RolloutBatch, row_range: range, micro: int, value_head: ValueHead | None
+        self, model: Any, batch: RolloutBatch, row_list: list[int], micro: int, value_head: ValueHead | None
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         logprobs, values = [], []
-        for start in range(row_range.start, row_range.stop, micro):
-            rows = slice(start, min(start + micro, row_range.stop))
+        index = torch.tensor(row_list, dtype=torch.long, device=self.device)
+        for start in range(0, len(row_list), micro):
+            rows = index[start : start + micro]
             with self._autocast():
                 lp, _, v = response_logprobs(
                     model, batch.input_ids[rows], batch.attention_mask[rows], batch.response_length,
@@ -648,7 +662,8 @@ class RLTrainer:
             return {}
         minibatch = opt.minibatch_size or B
         world = self.dist.world_size
-        micro = self._micro_size(minibatch // world)
+        self._current_batch = batch
+        micro = self.deepspeed_micro if self.deepspeed is not None else self._micro_size(minibatch)
         self.model.train()
         lr = self._lr()
         for group in self.optimizer.param_groups:
@@ -682,8 +697,8 @@ class RLTrainer:
                     # This rank's share of the minibatch. DeepSpeed averages gradients over the ranks
                     # and divides each backward by grad_accum_steps; the normalisers are scaled to
                     # match so the step equals the one-process step on the whole minibatch.
-                    share = len(mb_rows) // world
-                    active = mb_rows[self.dist.rank * share : (self.dist.rank + 1) * share]
+                    first, last = self._rank_slice(len(mb_rows))
+                    active = mb_rows[first:last]
                     num_tokens = micro_batch_normalizer(num_tokens, world, self.grad_accum_steps)
                     num_sequences = micro_batch_normalizer(num_sequences, world, self.grad_accum_steps)
                 add("rows_trained_share", float(len(active)) / max(len(mb_rows), 1) * world)
@@ -726,6 +741,11 @@ class RLTrainer:
                         add(k, float(v), weight)
                     add("entropy_trained", float((entropy * mask).sum() / mask.sum().clamp(min=1)), weight)
                 if self.deepspeed is not None:
+                    # A short share (a dynamic-sampling batch that does not split evenly) still runs
+                    # grad_accum_steps backward passes, the extra ones with zero loss, so that every
+                    # rank joins every gradient reduction and the step falls on the boundary.
+                    for _ in range(self.grad_accum_steps - -(-len(active) // micro)):
+                        self._zero_loss_backward(mb_rows[:1])
                     add("grad_norm", float(self.deepspeed.get_global_grad_norm() or 0.0))
                     continue
                 if len(active) == 0:
@@ -740,9 +760,17 @@ class RLTrainer:
         if self.deepspeed is None:
             self.optimizer.zero_grad(set_to_none=True)
 
+        if world > 1:  # each rank saw its share of the rows: weigh them all together
+            import torch.distributed as torch_dist
+
+            shares: list[Any] = [None] * world
+            torch_dist.all_gather_object(shares, (sums, counts))
+            sums, counts = {}, {}
+            for rank_sums, rank_counts in shares:
+                for key in rank_sums:
+                    sums[key] = sums.get(key, 0.0) + rank_sums[key]
+                    counts[key] = counts.get(key, 0.0) + rank_counts[key]
         metrics = {k: sums[k] / counts[k] for k in sums if counts[k] > 0}
-        if world > 1:
-            metrics = all_reduce_mean(metrics, self.dist)  # each rank saw its share of the rows
         metrics["lr"] = lr
         # Rollout-vs-trainer log-prob gap: how far the engine's numbers are from the trainer's.
         if batch.old_logprobs is not None:
@@ -761,6 +789,18 @@ class RLTrainer:
             kl = kl_penalty(trainer_lp, batch.ref_logprobs, self.algo.kl_estimator)
             metrics["kl"] = float((kl * batch.response_mask).sum() / batch.response_mask.sum().clamp(min=1))
         return metrics
+
+    def _zero_loss_backward(self, rows: torch.Tensor) -> None:
+        """A DeepSpeed backward pass and micro-step that changes no gradient (padding)."""
+        batch = self._current_batch
+        with self._autocast():
+            logprobs, _, values = response_logprobs(
+                self.forward_model, batch.input_ids[rows], batch.attention_mask[rows], batch.response_length,
+                self.config.rollout.temperature, value_head=self.value_head, share_prompts=self.share_prompts,
+            )
+        loss = logprobs.float().sum() * 0.0 + (values.float().sum() * 0.0 if values is not None else 0.0)
+        self.deepspeed.backward(loss)
+        self.deepspeed.step()
 
     # -- metrics ----------------------------------------------------------------------------------
 

@@ -129,15 +129,8 @@ class FastHFEngine(HFEngine):
         device = self.device
         n, num_prompts = params.n, len(prompt_ids)
         total = num_prompts * n
-        width = max(len(p) for p in prompt_ids)
-        input_ids = torch.full((num_prompts, width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((num_prompts, width), dtype=torch.long)
-        for row, ids in enumerate(prompt_ids):
-            if ids:
-                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention[row, width - len(ids) :] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        input_ids, attention, positions = self._left_padded(prompt_ids)
+        width = input_ids.shape[1]
 
         # Prefill with the model's own forward pass, each distinct prompt once.
         out = self.model(
@@ -180,21 +173,7 @@ class FastHFEngine(HFEngine):
             logits = stepper.step(chosen, next_position, width + step)
             next_position = next_position + 1
 
-        tokens, logprobs, lengths, ended_on_eos = tokens.cpu(), logprobs.cpu(), lengths.cpu(), ended_on_eos.cpu()
-        results: list[list[Sample]] = []
-        for p in range(num_prompts):
-            group = []
-            for j in range(n):
-                row = p * n + j
-                size = int(lengths[row])
-                group.append(
-                    self._make_sample(
-                        tokens[row, :size].tolist(), logprobs[row, :size].tolist(), bool(ended_on_eos[row]),
-                        params, prompt_ids[p],
-                    )
-                )
-            results.append(group)
-        return results
+        return self._samples(tokens, logprobs, lengths, ended_on_eos, params, prompt_ids)
 
     def _stop_rows(self, tokens: torch.Tensor, lengths: torch.Tensor, finished: torch.Tensor, stop: tuple[str, ...]) -> torch.Tensor:
         """Rows (not yet finished) whose text so far contains a stop string.

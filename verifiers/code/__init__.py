@@ -48,8 +48,10 @@ class CodeVerifier(Verifier):
         max_output_bytes: stdout + stderr cap; past it the verdict is ``output_limit``.
         max_processes: processes and threads the program may have at once.
         isolation: ``auto`` (strongest this machine allows), ``namespaces``, ``userns`` or ``rlimits``.
-        workers: sandbox workers for :meth:`verify_batch` (default: the usable cores + 1, see
+        workers: sandbox workers for :meth:`verify_batch` (default: see
             :func:`~reasonrl.verifiers.code.pool.default_pool_size`).
+        pin_cpus: pin each worker and its programs to one core, spread over the usable cores
+            (faster; see :class:`~reasonrl.verifiers.code.pool.PoolConfig`).
 
     The options are plain values, so the verifier pickles (``verify_many`` and the CLI send it
     to worker processes; each process then starts its own sandbox workers on first use).
@@ -69,6 +71,7 @@ class CodeVerifier(Verifier):
         max_processes: int = 64,
         isolation: str = "auto",
         workers: int | None = None,
+        pin_cpus: bool = True,
     ) -> None:
         self.limits = SandboxLimits(
             wall_time_s=wall_time_s,
@@ -77,7 +80,7 @@ class CodeVerifier(Verifier):
             max_output_bytes=max_output_bytes,
             max_processes=max_processes,
         )
-        self.config = PoolConfig(isolation=isolation)
+        self.config = PoolConfig(isolation=isolation, pin_cpus=pin_cpus)
         self.workers = workers
 
     def __getstate__(self) -> dict:

@@ -9,6 +9,10 @@ Process tree of one worker (``namespaces`` isolation, as root)::
                 │    └─ candidate  the program (its own session, program uid, rlimits); one per job
                 └─ judge       runs the tests (judge uid, not dumpable); kept across jobs
 
+With ``PoolConfig.pin_cpus`` (the default) the launcher first pins itself to the one core the
+pool gave it, so the whole tree above, programs included, runs on that core: the many hand-offs
+of a job between these processes are then context switches, not cross-CPU wake-ups.
+
 Where the program cannot get a uid of its own (``userns``, or ``rlimits`` without root), the
 judge is forked per job instead. After each job the worker kills every process of the job: in a
 PID namespace every process but itself, the zygote and a kept judge (a scan of its own
@@ -75,6 +79,12 @@ _EXITED = struct.Struct("<iddq")
 def main(config: dict) -> None:
     """Entry point of the launcher process (see the module docstring). Never returns."""
     sock_fd = config["sock_fd"]
+    if config.get("cpu") is not None:
+        # Before anything else, so every process of this worker inherits it (PoolConfig.pin_cpus).
+        try:
+            os.sched_setaffinity(0, {config["cpu"]})
+        except OSError:
+            pass  # a core taken away since (cpuset change): the scheduler places us instead
     _site_builtins()
     for name in config.get("preload", DEFAULT_PRELOAD):
         try:
@@ -156,25 +166,45 @@ def _worker_main(sock_fd: int, mode: str, config: dict) -> None:
         os._exit(0)
 
 
-def _prewarm() -> None:
-    """Run once, in the worker, the code paths every child runs first (framing, codec, compile).
+def _prewarm(rounds: int = 16) -> None:
+    """Run, in the worker, the code paths every child runs (framing, codec, compile, the request loop).
 
     Lazily built state (JSON encoders, struct formats, the compiler's and codec's first-use
     caches) is then made once here and shared with every child, instead of being built (and
-    its pages allocated and copied) again in each one. Nothing of a program or a test is involved.
+    its pages allocated and copied) again in each one. ``rounds`` times, because CPython 3.11
+    rewrites a function's bytecode in place ("quickening", then specialising each instruction)
+    only after several calls: done here, every child inherits the finished code instead of
+    rewriting (and so copying) those pages itself. Nothing of a program or a test is involved.
     """
+    import linecache
+
     ours, theirs = socket.socketpair()
+    name, filename = "_reasonrl_prewarm", "_reasonrl_prewarm.py"
+    source = "def f(x, y=()):\n    y.append(x) if isinstance(y, list) else None\n    return [x] * 2, {'k': x}\n"
     try:
-        message = ["v", candidate._to_plain([1, 2.5, "a", (True, None), {"k": [3]}], candidate._ObjectTable()), []]
-        codec.send_frame(ours.fileno(), message)
-        codec.decode(codec.FrameReader(theirs.fileno()).recv(), lambda key, name: None)
-        codec.send_frame(theirs.fileno(), ["call", 1, [1, "x"], {}])
-        codec.FrameReader(ours.fileno()).recv()
-        exec(compile("def f(x):\n    return [x] * 2\nf(1)\n", "prewarm.py", "exec"), {"__name__": "prewarm"})
-        json.loads(json.dumps({"status": "passed", "tests_passed": 1}))
+        judge_side, program_side = codec.FrameReader(ours.fileno()), codec.FrameReader(theirs.fileno())
+        for _ in range(rounds):
+            candidate._register_source(filename, source)
+            module = candidate._fresh_module(name, filename)
+            exec(compile(source, filename, "exec"), module.__dict__)
+            table = candidate._ObjectTable()
+            namespace = module.__dict__
+            codec.send_frame(ours.fileno(), ["get", "f"])
+            reply = candidate._answer(program_side.recv(), namespace, table)
+            candidate._flush_streams()
+            candidate._reply(theirs.fileno(), reply)
+            handle = codec.decode(judge_side.recv()[1], lambda key, type_name: key)
+            codec.send_frame(ours.fileno(), ["call", handle, [codec.encode(2.5), codec.encode([1, (True, None), "a"])], {}])
+            reply = candidate._answer(program_side.recv(), namespace, table)
+            candidate._flush_streams()
+            candidate._reply(theirs.fileno(), reply)
+            codec.decode(judge_side.recv()[1], lambda key, type_name: None)
+            json.loads(json.dumps({"status": "passed", "tests_passed": 1}))
     except Exception:
         pass  # only an optimisation
     finally:
+        sys.modules.pop(name, None)
+        linecache.cache.pop(filename, None)
         ours.close()
         theirs.close()
 

@@ -174,6 +174,17 @@ def test_the_workers_warm_up_leaves_nothing_for_programs_to_see():
     assert result.stdout == "False False\n", result
 
 
+def test_default_pool_size_follows_the_affinity_mask_and_the_cgroup_cpu_quota(monkeypatch):
+    from reasonrl.verifiers.code import pool as pool_module
+
+    assert pool_module._parse_cpu_max("max 100000\n") is None
+    assert pool_module._parse_cpu_max("150000 100000\n") == 1.5
+    monkeypatch.setattr(pool_module, "_usable_core_list", lambda: list(range(8)))
+    for quota, workers in ((None, 9), (1.5, 3), (0.2, 2), (16.0, 9)):
+        monkeypatch.setattr(pool_module, "_cgroup_cpu_quota", lambda quota=quota: quota)
+        assert pool_module.default_pool_size() == workers
+
+
 def test_limits_are_validated():
     with pytest.raises(ValueError, match="wall_time_s"):
         SandboxLimits(wall_time_s=0)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import array
 import atexit
 import json
+import math
 import os
 import select
 import socket
@@ -390,12 +391,52 @@ def _usable_core_list() -> list[int]:
         return []
 
 
+def _cgroup_cpu_quota() -> float | None:
+    """CPUs' worth of time this process's cgroup may use (its CPU quota), or None without one.
+
+    cgroup v2 (``cpu.max`` of our cgroup, else of the root we see) or v1 (``cpu.cfs_quota_us``).
+    A container limited to 4 CPUs on a 64-core host still sees 64 cores in its affinity mask.
+    """
+    candidates = []
+    try:
+        with open("/proc/self/cgroup") as f:
+            for line in f:
+                if line.startswith("0::"):
+                    candidates.append(os.path.join("/sys/fs/cgroup", line[3:].strip().lstrip("/"), "cpu.max"))
+    except OSError:
+        pass
+    candidates.append("/sys/fs/cgroup/cpu.max")
+    for path in candidates:
+        try:
+            with open(path) as f:
+                return _parse_cpu_max(f.read())
+        except (OSError, ValueError):
+            continue
+    try:
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+            quota_us = int(f.read())
+        with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+            period_us = int(f.read())
+    except (OSError, ValueError):
+        return None
+    return quota_us / period_us if quota_us > 0 and period_us > 0 else None
+
+
+def _parse_cpu_max(text: str) -> float | None:
+    """cgroup v2 ``cpu.max`` (``"$QUOTA $PERIOD"`` or ``"max $PERIOD"``) as CPUs, None for no quota."""
+    quota, period = text.split()[:2]
+    return None if quota == "max" else int(quota) / int(period)
+
+
 def _usable_cores() -> int:
-    return len(_usable_core_list()) or os.cpu_count() or 1
+    """Cores this process may run on, capped by its cgroup's CPU quota (rounded up)."""
+    cores = len(_usable_core_list()) or os.cpu_count() or 1
+    quota = _cgroup_cpu_quota()
+    return max(1, min(cores, math.ceil(quota))) if quota else cores
 
 
 def default_pool_size() -> int:
-    """Workers of a pool by default: one more than the usable cores.
+    """Workers of a pool by default: one more than the usable cores (see :func:`_usable_cores`).
 
     A worker is idle for part of every job (while the caller reads the result and sends the next
     job); one extra worker keeps a core busy meanwhile (measured on 2 cores, HumanEval, before

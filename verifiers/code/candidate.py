@@ -199,8 +199,12 @@ def _to_plain(value: Any, table: _ObjectTable) -> Any:
     return codec.encode(value, table.non_plain)
 
 
-def serve_functions(source: str, rpc_fd: int, module_name: str = "solution") -> None:
-    """Load ``source`` as a module, tell the judge how it went, then answer its requests. Never returns."""
+def serve_functions(source: str, requests_fd: int, replies_fd: int | None = None, module_name: str = "solution") -> None:
+    """Load ``source`` as a module, tell the judge how it went, then answer its requests. Never returns.
+
+    Requests arrive on ``requests_fd``, replies go to ``replies_fd`` (the same fd for a socket).
+    """
+    rpc_fd = requests_fd if replies_fd is None else replies_fd
     filename = f"{module_name}.py"
     sys.argv = [filename]
     _register_source(filename, source)
@@ -221,7 +225,7 @@ def serve_functions(source: str, rpc_fd: int, module_name: str = "solution") -> 
     _flush_streams()
     _reply(rpc_fd, ["loaded"])
     namespace = module.__dict__
-    requests = codec.FrameReader(rpc_fd)
+    requests = codec.FrameReader(requests_fd)
     while True:
         try:
             request = requests.recv()

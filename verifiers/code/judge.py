@@ -1,4 +1,4 @@
-"""What runs inside the judge process: the tests, calling into the candidate process over a socket.
+"""What runs inside the judge process: the tests, calling into the candidate process over two pipes.
 
 The judge alone decides "passed", and it runs only trusted code (the tests from the problem's
 ``answer`` and this module). The program under test lives in another process, under another
@@ -59,10 +59,11 @@ class CandidateError(Exception):
 
 
 class Connection:
-    """The judge's end of the socket to the candidate."""
+    """The judge's end of the channel to the candidate: replies come in on ``fd``, requests go out
+    on ``out_fd`` (the same fd for a socket)."""
 
-    def __init__(self, fd: int) -> None:
-        self.fd = fd
+    def __init__(self, fd: int, out_fd: int | None = None) -> None:
+        self.fd = fd if out_fd is None else out_fd
         self.replies = codec.FrameReader(fd)
         self.calls = 0
         # The exception types the program raised, most recent last (labels a failure).
@@ -281,7 +282,7 @@ def run_tests(spec: dict, conn: Connection) -> dict:
     """Run the tests of ``spec`` against the program behind ``conn``; the result dict is the judge's report."""
     entry_points = spec.get("entry_points", [])
     try:
-        # Asked before the program has loaded: the requests wait in the socket and the program
+        # Asked before the program has loaded: the requests wait in the pipe and the program
         # answers them right after "loaded", which saves a round trip per name.
         for name in entry_points:
             conn.send(["get", name])
@@ -353,17 +354,18 @@ def run_tests(spec: dict, conn: Connection) -> dict:
     return {"status": "passed", "tests_passed": done, "calls": conn.calls}
 
 
-def judge_report(spec: dict, rpc_fd: int) -> dict:
-    """Run one job's tests over ``rpc_fd`` and return the report (never raises)."""
+def judge_report(spec: dict, replies_fd: int, requests_fd: int | None = None) -> dict:
+    """Run one job's tests against the program (replies from ``replies_fd``, requests to
+    ``requests_fd``, the same fd for a socket) and return the report (never raises)."""
     try:
-        return run_tests(spec, Connection(rpc_fd))
+        return run_tests(spec, Connection(replies_fd, requests_fd))
     except BaseException as exc:
         return {"status": "failed", "origin": "judge", "error": type(exc).__name__, "message": str(exc)[:2000]}
 
 
 def serve_jobs(sock_fd: int) -> None:
-    """Entry point of a judge process kept across jobs: receive ``(tests fd, socket to the program)``
-    per job from the worker, answer with the report. Never returns."""
+    """Entry point of a judge process kept across jobs: receive ``(tests fd, replies pipe, requests
+    pipe)`` per job from the worker, answer with the report. Never returns."""
     import json
     import socket
 
@@ -371,16 +373,16 @@ def serve_jobs(sock_fd: int) -> None:
     sock = socket.socket(fileno=sock_fd)
     while True:
         try:
-            data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 2)
+            data, fds, _, _ = socket.recv_fds(sock, 1 << 16, 3)
         except OSError:
             os._exit(0)
         if not data:
             os._exit(0)
         job = json.loads(data).get("job")
-        tests_fd, rpc_fd = (fds + [-1, -1])[:2]
+        tests_fd, replies_fd, requests_fd = (fds + [-1, -1, -1])[:3]
         try:
             spec = json.loads(codec.read_whole(tests_fd))
-            report = judge_report(spec, rpc_fd)
+            report = judge_report(spec, replies_fd, requests_fd)
         except BaseException as exc:
             report = {"status": "failed", "origin": "judge", "error": type(exc).__name__, "message": str(exc)[:2000]}
         finally:

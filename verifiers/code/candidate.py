@@ -199,12 +199,11 @@ def _to_plain(value: Any, table: _ObjectTable) -> Any:
     return codec.encode(value, table.non_plain)
 
 
-def serve_functions(source: str, requests_fd: int, replies_fd: int | None = None, module_name: str = "solution") -> None:
+def serve_functions(source: str, requests_fd: int, replies_fd: int, module_name: str = "solution") -> None:
     """Load ``source`` as a module, tell the judge how it went, then answer its requests. Never returns.
 
-    Requests arrive on ``requests_fd``, replies go to ``replies_fd`` (the same fd for a socket).
+    Requests arrive on ``requests_fd``, replies go to ``replies_fd`` (pipes from and to the judge).
     """
-    rpc_fd = requests_fd if replies_fd is None else replies_fd
     filename = f"{module_name}.py"
     sys.argv = [filename]
     _register_source(filename, source)
@@ -213,17 +212,17 @@ def serve_functions(source: str, requests_fd: int, replies_fd: int | None = None
     try:
         code = compile(source, filename, "exec")
     except (SyntaxError, ValueError, OverflowError, MemoryError, RecursionError) as exc:
-        _reply(rpc_fd, ["load_error", "compile_error", type(exc).__name__, _describe(exc)])
+        _reply(replies_fd, ["load_error", "compile_error", type(exc).__name__, _describe(exc)])
         os._exit(1)
     try:
         exec(code, module.__dict__)
     except BaseException as exc:  # SystemExit at import time is a failure too, not a pass
         kind = "memory_limit" if isinstance(exc, MemoryError) else "runtime_error"
         _flush_streams()
-        _reply(rpc_fd, ["load_error", kind, type(exc).__name__, _describe(exc)])
+        _reply(replies_fd, ["load_error", kind, type(exc).__name__, _describe(exc)])
         os._exit(1)
     _flush_streams()
-    _reply(rpc_fd, ["loaded"])
+    _reply(replies_fd, ["loaded"])
     namespace = module.__dict__
     requests = codec.FrameReader(requests_fd)
     while True:
@@ -237,7 +236,7 @@ def serve_functions(source: str, requests_fd: int, replies_fd: int | None = None
         except BaseException as exc:
             reply = ["x", type(exc).__name__, _describe(exc)]
         _flush_streams()
-        _reply(rpc_fd, reply)
+        _reply(replies_fd, reply)
 
 
 def _answer(request: list, namespace: dict, table: _ObjectTable) -> list:

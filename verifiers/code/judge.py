@@ -59,12 +59,12 @@ class CandidateError(Exception):
 
 
 class Connection:
-    """The judge's end of the channel to the candidate: replies come in on ``fd``, requests go out
-    on ``out_fd`` (the same fd for a socket)."""
+    """The judge's ends of the pipes to the candidate: replies come in on ``replies_fd``, requests
+    go out on ``requests_fd``."""
 
-    def __init__(self, fd: int, out_fd: int | None = None) -> None:
-        self.fd = fd if out_fd is None else out_fd
-        self.replies = codec.FrameReader(fd)
+    def __init__(self, replies_fd: int, requests_fd: int) -> None:
+        self.fd = requests_fd
+        self.replies = codec.FrameReader(replies_fd)
         self.calls = 0
         # The exception types the program raised, most recent last (labels a failure).
         self.raised: list[str] = []
@@ -354,9 +354,9 @@ def run_tests(spec: dict, conn: Connection) -> dict:
     return {"status": "passed", "tests_passed": done, "calls": conn.calls}
 
 
-def judge_report(spec: dict, replies_fd: int, requests_fd: int | None = None) -> dict:
+def judge_report(spec: dict, replies_fd: int, requests_fd: int) -> dict:
     """Run one job's tests against the program (replies from ``replies_fd``, requests to
-    ``requests_fd``, the same fd for a socket) and return the report (never raises)."""
+    ``requests_fd``) and return the report (never raises)."""
     try:
         return run_tests(spec, Connection(replies_fd, requests_fd))
     except BaseException as exc:

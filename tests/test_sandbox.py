@@ -145,6 +145,7 @@ def test_workers_are_pinned_one_core_each_and_spread_evenly():
         assert len(per_core) == min(size, len(cores))
         assert max(per_core.values()) - min(per_core.values()) <= 1
         assert sum(pool._workers_on.values()) == pool._count == size
+    assert sum(pool._workers_on.values()) == pool._count == 0  # closed: no live worker counted
 
 
 def test_pinning_can_be_turned_off():

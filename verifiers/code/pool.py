@@ -370,6 +370,9 @@ class SandboxPool:
             self._closed = True
             idle, self._idle = self._idle, []
             self._count -= len(idle)
+            for worker in idle:
+                if worker.cpu is not None:
+                    self._workers_on[worker.cpu] -= 1
             self._cond.notify_all()
         if os.getpid() != self._owner_pid:
             return  # inherited through fork: the workers belong to the parent

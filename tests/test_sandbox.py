@@ -331,6 +331,71 @@ def test_codec_roundtrip_property(value):
     assert codec.decode(json.loads(json.dumps(codec.encode(value)))) == value
 
 
+def _frames_through_a_pipe(write_in_pieces):
+    """Frames written into a pipe by ``write_in_pieces(fd)``, read back with a FrameReader until EOF."""
+    read_fd, write_fd = os.pipe()
+    try:
+        write_in_pieces(write_fd)
+        os.close(write_fd)
+        write_fd = -1
+        reader, frames = codec.FrameReader(read_fd), []
+        while True:
+            try:
+                frames.append(reader.recv())
+            except EOFError:
+                return frames
+    finally:
+        os.close(read_fd)
+        if write_fd >= 0:
+            os.close(write_fd)
+
+
+def test_frame_reader_reassembles_frames_however_the_bytes_arrive():
+    messages = [["get", "f"], ["call", 1, [1, 2], {}], ["v", "x" * 5000]]
+    stream = b"".join(codec.encode_frame(m) for m in messages)
+    # Byte by byte (a header split across reads), all at once (several frames in one read),
+    # and in ragged pieces: the same frames, in order.
+    assert _frames_through_a_pipe(lambda fd: [os.write(fd, stream[i:i + 1]) for i in range(len(stream))]) == messages
+    assert _frames_through_a_pipe(lambda fd: os.write(fd, stream)) == messages
+    assert _frames_through_a_pipe(lambda fd: [os.write(fd, stream[i:i + 7]) for i in range(0, len(stream), 7)]) == messages
+
+
+def test_frame_reader_handles_frames_larger_than_one_read():
+    big = ["v", ["l", *range(40000)]]  # ~230 kB: more than one read (and more than a pipe holds)
+    read_fd, write_fd = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(read_fd)
+        codec.send_frame(write_fd, big)
+        codec.send_frame(write_fd, ["v", 1])
+        os._exit(0)
+    os.close(write_fd)
+    reader = codec.FrameReader(read_fd)
+    try:
+        assert reader.recv() == big
+        assert reader.recv() == ["v", 1]
+        with pytest.raises(EOFError):
+            reader.recv()
+    finally:
+        os.close(read_fd)
+        os.waitpid(pid, 0)
+
+
+def test_frame_reader_refuses_malformed_and_truncated_frames():
+    frame = codec.encode_frame(["get", "f"])
+    # The peer died in the middle of a frame: EOF, and the partial frame is never delivered.
+    assert _frames_through_a_pipe(lambda fd: os.write(fd, frame + frame[:-3])) == [["get", "f"]]
+    oversized = (codec.MAX_FRAME_BYTES + 1).to_bytes(4, "big")
+    with pytest.raises(codec.ProtocolError, match="exceeds"):
+        _frames_through_a_pipe(lambda fd: os.write(fd, oversized + b"[]"))
+    two_values = b'[1] [2]'
+    with pytest.raises(codec.ProtocolError):
+        _frames_through_a_pipe(lambda fd: os.write(fd, len(two_values).to_bytes(4, "big") + two_values))
+    not_json = b"\xff\xfe"
+    with pytest.raises(codec.ProtocolError):
+        _frames_through_a_pipe(lambda fd: os.write(fd, len(not_json).to_bytes(4, "big") + not_json))
+
+
 # ---------------------------------------------------------------------------------------------
 # stdin/stdout comparison
 

@@ -239,10 +239,12 @@ def encode_frame(message: Any) -> bytes:
 
 def send_frame(fd: int, message: Any) -> None:
     """Send one JSON message (already in wire form) as a length-prefixed frame."""
-    view = memoryview(encode_frame(message))
-    while view:
-        sent = os.write(fd, view)
-        view = view[sent:]
+    frame = encode_frame(message)
+    sent = os.write(fd, frame)
+    if sent < len(frame):  # only a frame larger than the pipe's buffer is written in parts
+        view = memoryview(frame)[sent:]
+        while view:
+            view = view[os.write(fd, view):]
 
 
 class FrameReader:
@@ -259,6 +261,11 @@ class FrameReader:
     def recv(self) -> Any:
         """Receive one frame; raises EOFError when the peer has gone, ProtocolError when it is malformed."""
         data = self.pending
+        if not data:
+            # The usual case, one request or reply at a time: the whole frame comes in one read.
+            data = os.read(self.fd, _READ_BYTES)
+            if not data:
+                raise EOFError("peer closed the connection")
         if len(data) < _HEADER.size:
             data = self._fill(data, _HEADER.size)
         (length,) = _HEADER.unpack_from(data)

@@ -406,7 +406,8 @@ class Worker:
                 pidfds[pidfd] = pid
                 poller.register(pidfd, select.POLLIN)
         status = bytearray()
-        report = bytearray()
+        report = bytearray()  # from a judge forked for this job
+        kept_judge_report: dict | None = None  # from the kept judge, already parsed
         report_done = False
         total_output = 0
         timed_out = output_limit = False
@@ -442,7 +443,7 @@ class Worker:
                     elif fd == report_fd and job.judge_pid < 0:
                         message = self.judge.receive(job_id=self.jobs)
                         if message is not None:
-                            report += message
+                            kept_judge_report = message
                             report_done = True
                         elif not self.judge.alive:
                             poller.unregister(fd)
@@ -482,7 +483,7 @@ class Worker:
                 self.judge.stop()
                 self.judge = None
             else:
-                report += message
+                kept_judge_report = message
         # Every writer is gone now: what is left in the pipes is bounded; read it up to the cap.
         for fd in (out_r, err_r):
             while total_output <= job.max_output:
@@ -514,7 +515,7 @@ class Worker:
                 result["exit_code"] = os.waitstatus_to_exitcode(wait_status)
         if is_test_job:
             try:
-                parsed = json.loads(bytes(report)) if report else None
+                parsed = kept_judge_report if kept_judge_report is not None else json.loads(bytes(report)) if report else None
             except ValueError:
                 parsed = {"status": "failed", "origin": "judge", "error": "BadReport", "message": "unreadable judge report"}
             if isinstance(parsed, dict):
@@ -896,8 +897,8 @@ class _JudgeServer(_KeptChild):
         except OSError:
             self.alive = False
 
-    def receive(self, job_id: int, timeout: float = 0.0) -> bytes | None:
-        """The report for ``job_id`` if one is waiting (reports of abandoned jobs are dropped)."""
+    def receive(self, job_id: int, timeout: float = 0.0) -> dict | None:
+        """The report for ``job_id``, parsed, if one is waiting (reports of abandoned jobs are dropped)."""
         deadline = time.monotonic() + timeout
         while True:
             try:
@@ -913,12 +914,12 @@ class _JudgeServer(_KeptChild):
             if not size:
                 self.alive = False
                 return None
-            data = bytes(self._buffer[:size])
             try:
-                if json.loads(data).get("job") == job_id:
-                    return data
+                report = json.loads(self._buffer[:size])
+                if report.get("job") == job_id:
+                    return report
             except (ValueError, AttributeError):
-                return None
+                return {"status": "failed", "origin": "judge", "error": "BadReport", "message": "unreadable judge report"}
 
 
 def _write_report(fd: int, report: dict) -> None:

@@ -148,6 +148,29 @@ def test_workers_are_pinned_one_core_each_and_spread_evenly():
     assert sum(pool._workers_on.values()) == pool._count == 0  # closed: no live worker counted
 
 
+def test_the_pools_own_threads_follow_their_workers_core_and_the_callers_thread_stays():
+    from reasonrl.verifiers.code.sandbox import _program_job
+
+    mine = os.sched_getaffinity(0)
+    cores = sorted(mine)
+    job = _program_job("print(1)", "", SandboxLimits(), "python")
+
+    def run_and_say_where(_):
+        raw = pool.execute(job)
+        assert raw["exit_code"] == 0, raw
+        return sorted(os.sched_getaffinity(0))
+
+    with SandboxPool(len(cores) + 1) as pool:
+        seen = pool.map(run_and_say_where, range(12))
+        # Each feeding thread ended on one core, a worker's; the caller's own thread never moved.
+        assert all(len(a) == 1 and a[0] in cores for a in seen), seen
+        assert os.sched_getaffinity(0) == mine
+        assert pool.execute(job)["exit_code"] == 0  # from the caller's thread: still not moved
+        assert os.sched_getaffinity(0) == mine
+    with SandboxPool(2, PoolConfig(pin_cpus=False)) as pool:
+        assert all(a == cores for a in pool.map(run_and_say_where, range(4)))
+
+
 def test_pinning_can_be_turned_off():
     with SandboxPool(1, PoolConfig(pin_cpus=False)) as pool:
         assert _affinities(pool, 1) == [sorted(os.sched_getaffinity(0))]

@@ -171,6 +171,31 @@ def test_the_pools_own_threads_follow_their_workers_core_and_the_callers_thread_
         assert all(a == cores for a in pool.map(run_and_say_where, range(4)))
 
 
+def test_pool_map_keeps_the_order_and_raises_the_first_failure():
+    import threading
+    import time
+
+    with SandboxPool(1) as pool:  # map itself starts no worker
+        # Later items finish first: the results still come back in the items' order.
+        assert pool.map(lambda i: time.sleep(0.002 * (20 - i)) or i * i, range(20), concurrency=4) == [i * i for i in range(20)]
+        started = []
+        lock = threading.Lock()
+
+        def fail_on_odd(i):
+            with lock:
+                started.append(i)
+            time.sleep(0.01)
+            if i % 2:
+                raise ValueError(f"item {i}")
+            return i
+
+        with pytest.raises(ValueError, match="item 1$"):
+            pool.map(fail_on_odd, range(40), concurrency=4)
+        # Once an item failed no new one was started: only those already in flight ran.
+        assert len(started) < 40
+        assert pool.map(lambda i: i, [], concurrency=4) == []
+
+
 def test_pinning_can_be_turned_off():
     with SandboxPool(1, PoolConfig(pin_cpus=False)) as pool:
         assert _affinities(pool, 1) == [sorted(os.sched_getaffinity(0))]

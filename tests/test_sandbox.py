@@ -196,6 +196,32 @@ def test_pool_map_keeps_the_order_and_raises_the_first_failure():
         assert pool.map(lambda i: i, [], concurrency=4) == []
 
 
+def test_pool_map_interrupted_in_the_caller_starts_no_new_item():
+    import signal
+    import time
+
+    class Interrupted(Exception):
+        pass
+
+    def interrupt(*_):
+        raise Interrupted
+
+    started = []
+    previous = signal.signal(signal.SIGALRM, interrupt)
+    try:
+        with SandboxPool(1) as pool:
+            signal.setitimer(signal.ITIMER_REAL, 0.05)  # arrives while the caller waits in map
+            with pytest.raises(Interrupted):
+                pool.map(lambda i: started.append(i) or time.sleep(0.02), range(200), concurrency=2)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+    time.sleep(0.1)  # the items in flight end
+    ran = len(started)
+    time.sleep(0.1)
+    assert len(started) == ran < 200
+
+
 def test_pinning_can_be_turned_off():
     with SandboxPool(1, PoolConfig(pin_cpus=False)) as pool:
         assert _affinities(pool, 1) == [sorted(os.sched_getaffinity(0))]

@@ -388,8 +388,9 @@ class SandboxPool:
         def feed() -> None:
             # With pinned workers (PoolConfig.pin_cpus), each of these threads moves to the core
             # of the worker it hands a job to: the job's two hand-offs between us and the worker
-            # are then wake-ups on one core, not cross-CPU ones (measured: +3-7% programs/s on
-            # 2 cores). Only this pool's own threads move; the caller's thread never does.
+            # are then wake-ups on one core, not cross-CPU ones (on 2 cores: ahead in most
+            # interleaved A/B pairs, by a few percent, within that machine's noise; see
+            # benchmarks/results/sandbox.md). Only this pool's own threads move, never the caller's.
             _feeder.follows_workers, _feeder.cpu = True, None
             while not stop.is_set():
                 index = next_index()

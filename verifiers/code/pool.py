@@ -34,8 +34,9 @@ ANSWER_GRACE_S = 15.0
 # objects instead of importing ``reasonrl`` (whose ``__init__`` chain pulls in the task registry,
 # environments and their dependencies) and ``site`` (whose ``.pth`` hooks import more). Every
 # module in the worker is in the image each program's fork copies and its exit unmaps: the lean
-# worker has 40% less anonymous memory (6.9 MB instead of 11.3). The caller's absolute ``sys.path`` (site-packages included) is
-# kept, so programs import what a program run by this Python would find.
+# worker has 40% less anonymous memory (6.9 MB instead of 11.3). The caller's absolute
+# ``sys.path`` (site-packages included) is kept, so programs import what a program run by this
+# Python would find.
 _BOOTSTRAP = (
     "import json, sys, types\n"
     "config = json.loads(sys.argv[1])\n"

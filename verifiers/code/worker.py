@@ -177,35 +177,37 @@ def _prewarm(rounds: int = 16) -> None:
     """
     import linecache
 
-    ours, theirs = socket.socketpair()
+    # Two pipes, as between a judge and a program.
+    requests_r, requests_w = os.pipe()
+    replies_r, replies_w = os.pipe()
     name, filename = "_reasonrl_prewarm", "_reasonrl_prewarm.py"
     source = "def f(x, y=()):\n    y.append(x) if isinstance(y, list) else None\n    return [x] * 2, {'k': x}\n"
     try:
-        judge_side, program_side = codec.FrameReader(ours.fileno()), codec.FrameReader(theirs.fileno())
+        json.loads(json.dumps({"status": "passed", "tests_passed": 1}))
+        judge_side, program_side = codec.FrameReader(replies_r), codec.FrameReader(requests_r)
         for _ in range(rounds):
             candidate._register_source(filename, source)
             module = candidate._fresh_module(name, filename)
             exec(compile(source, filename, "exec"), module.__dict__)
             table = candidate._ObjectTable()
             namespace = module.__dict__
-            codec.send_frame(ours.fileno(), ["get", "f"])
+            codec.send_frame(requests_w, ["get", "f"])
             reply = candidate._answer(program_side.recv(), namespace, table)
             candidate._flush_streams()
-            candidate._reply(theirs.fileno(), reply)
+            candidate._reply(replies_w, reply)
             handle = codec.decode(judge_side.recv()[1], lambda key, type_name: key)
-            codec.send_frame(ours.fileno(), ["call", handle, [codec.encode(2.5), codec.encode([1, (True, None), "a"])], {}])
+            codec.send_frame(requests_w, ["call", handle, [codec.encode(2.5), codec.encode([1, (True, None), "a"])], {}])
             reply = candidate._answer(program_side.recv(), namespace, table)
             candidate._flush_streams()
-            candidate._reply(theirs.fileno(), reply)
+            candidate._reply(replies_w, reply)
             codec.decode(judge_side.recv()[1], lambda key, type_name: None)
-            json.loads(json.dumps({"status": "passed", "tests_passed": 1}))
     except Exception:
         pass  # only an optimisation
     finally:
         sys.modules.pop(name, None)
         linecache.cache.pop(filename, None)
-        ours.close()
-        theirs.close()
+        for fd in (requests_r, requests_w, replies_r, replies_w):
+            os.close(fd)
 
 
 class Worker:
@@ -514,10 +516,9 @@ class Worker:
             else:
                 result["exit_code"] = os.waitstatus_to_exitcode(wait_status)
         if is_test_job:
-            try:
-                parsed = kept_judge_report if kept_judge_report is not None else json.loads(bytes(report)) if report else None
-            except ValueError:
-                parsed = {"status": "failed", "origin": "judge", "error": "BadReport", "message": "unreadable judge report"}
+            parsed = kept_judge_report
+            if parsed is None and report:
+                parsed = _parse_report(bytes(report))
             if isinstance(parsed, dict):
                 parsed.pop("job", None)
             result["judge"] = parsed
@@ -914,12 +915,20 @@ class _JudgeServer(_KeptChild):
             if not size:
                 self.alive = False
                 return None
-            try:
-                report = json.loads(self._buffer[:size])
-                if report.get("job") == job_id:
-                    return report
-            except (ValueError, AttributeError):
-                return {"status": "failed", "origin": "judge", "error": "BadReport", "message": "unreadable judge report"}
+            report = _parse_report(self._buffer[:size])
+            if report.get("job", job_id) == job_id:  # an unreadable report has no job: it is this one's
+                return report
+
+
+def _parse_report(data: bytes | bytearray) -> dict:
+    """A judge's report; one that is not a JSON object becomes a failure saying so."""
+    try:
+        report = json.loads(data)
+    except ValueError:
+        report = None
+    if not isinstance(report, dict):
+        return {"status": "failed", "origin": "judge", "error": "BadReport", "message": "unreadable judge report"}
+    return report
 
 
 def _write_report(fd: int, report: dict) -> None:

@@ -21,6 +21,9 @@ MICRO = [
     "sft.target_accuracy=0", "rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_tokens=6",
     "eval.problems=8", "eval.samples=2", "sft.eval_problems=4", "steps=40", "save_every=5", "progress=false",
     "optim.lr=3e-3", "algorithm.kl_coef=0.01",
+    # One torch thread: on a loaded machine a multithreaded reduction may split its work
+    # differently between the two runs (last-digit differences); resuming is what is tested here.
+    "threads=1",
 ]
 # Wall-clock measurements differ between runs by nature; everything else must match exactly.
 TIMING_KEYS = {"tokens_per_s", "time_generate", "time_verify", "time_train", "elapsed_rl_s"}

@@ -422,9 +422,11 @@ def test_cli_eval_prints_a_table_and_rejects_bad_input(tiny_models, tmp_path, ca
     code = main(["eval", "--model", tiny_models[0], "--task", "arith", "--num-problems", "4", "--n", "2", "--k", "1,2",
                  "--max-tokens", "4", "--engine", "hf", "--workers", "0", "--output", str(out), "--no-progress",
                  "--no-plots"])
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert code == 0
     assert "pass@1" in printed and "model-0" in printed and "8 generated, 0 reused" in printed
+    assert "Loading weights" not in captured.err  # --no-progress silences transformers' bar too
     report = json.loads(out.read_text())
     assert report["task"] == "arith" and report["num_problems"] == 4
     assert main(["eval", "--model", str(tmp_path / "missing"), "--task", "arith"]) == 2

@@ -24,8 +24,14 @@ def private_cache(tmp_path, monkeypatch):
 def test_tiny_run_leaves_a_complete_run_directory(tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", f"output_dir={out}", *MICRO]) == 0
-    printed = capsys.readouterr().out
+    captured = capsys.readouterr()
+    printed = captured.out
     assert "pass@1" in printed and f"plots:         {out / 'plots'}" in printed
+    # progress=false: no bar at all, transformers' own (loading and saving weights) included.
+    assert "Loading weights" not in captured.err and "Writing model shards" not in captured.err
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # put back after the run
 
     config = yaml.safe_load((out / "config.yaml").read_text())
     assert config["steps"] == 4 and config["tiny"]["hidden_size"] == 32 and config["task"] == "arith"
@@ -106,6 +112,20 @@ def test_print_config_and_list_keys(capsys):
     assert printed["seed"] == 3 and printed["algorithm"]["estimator"] == "rloo" and printed["model"] == "tiny"
     assert main(["train", "--list-keys"]) == 0
     assert "algorithm.clip_high" in capsys.readouterr().out.split()
+
+
+def test_sft_command_saves_a_checkpoint_quietly(tmp_path, capsys):
+    out = tmp_path / "sft"
+    args = ["tiny.hidden_size=32", "tiny.num_layers=2", "tiny.bpe_merges=32", "sft.max_steps=5", "sft.batch_size=8",
+            "sft.target_accuracy=0", "sft.eval_problems=4", "progress=false", f"output_dir={out}"]
+    assert main(["sft", *args]) == 0
+    captured = capsys.readouterr()
+    assert f"saved the fine-tuned model to {out}" in captured.out
+    assert json.loads((out / "sft.json").read_text())["steps"] == 5
+    assert (out / "config.json").exists() and (out / "tokenizer.json").exists()
+    assert "Writing model shards" not in captured.err and "Loading weights" not in captured.err
+    assert main(["sft", "sft.max_steps=-1", f"output_dir={out}"]) == 2
+    assert "sft.max_steps" in capsys.readouterr().err
 
 
 def test_dataset_task_without_dataset_is_explained(tmp_path, capsys):

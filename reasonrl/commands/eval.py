@@ -107,6 +107,7 @@ def parse_level(spec: str) -> dict[str, str]:
 
 def run(args: argparse.Namespace) -> int:
     from reasonrl.commands.gen import parse_difficulty
+    from reasonrl.commands.train import hf_progress_bars
     from reasonrl.commands.verify import parse_options
     from reasonrl.data_gen import ConfigError
     from reasonrl.eval import runner
@@ -174,10 +175,11 @@ def run(args: argparse.Namespace) -> int:
         warnings.simplefilter("always")
         warnings.showwarning = _show_warning
         try:
-            combined = runner.evaluate_models(
-                args.model, problems, config, output, cache_dir=args.cache_dir, scorer=scorer, progress=progress,
-                plots=not args.no_plots, meta={"problems_source": source},
-            )
+            with hf_progress_bars(progress):
+                combined = runner.evaluate_models(
+                    args.model, problems, config, output, cache_dir=args.cache_dir, scorer=scorer, progress=progress,
+                    plots=not args.no_plots, meta={"problems_source": source},
+                )
         except (runner.EvalError, ValueError) as exc:
             print(f"reasonrl eval: {_message(exc)}", file=sys.stderr)
             return 2

@@ -20,7 +20,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from reasonrl.commands.train import load_train_config, prepare_cpu_threads
+    from reasonrl.commands.train import hf_progress_bars, load_train_config, prepare_cpu_threads
 
     prepare_cpu_threads()
     from reasonrl.config import ConfigError
@@ -31,7 +31,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"reasonrl sft: {exc}", file=sys.stderr)
         return 2
     try:
-        path = run_sft(config)
+        with hf_progress_bars(config.progress):
+            path = run_sft(config)
     except (KeyError, FileNotFoundError, ValueError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"reasonrl sft: {message}", file=sys.stderr)

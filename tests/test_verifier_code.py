@@ -336,6 +336,22 @@ def test_all_427_mbpp_reference_solutions_pass():
 
 
 @pytest.mark.conformance
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uid-separated rlimits fallback needs root")
+def test_reference_solutions_pass_in_the_rlimits_fallback():
+    """Where namespaces are refused (a container without CAP_SYS_ADMIN): the program runs under
+    its own uid on the host filesystem. Where that uid cannot read the standard library (Python
+    under /root, as here), HumanEval/162 (hashlib) and MBPP 124, 252, 590 (cmath) failed for their
+    imports alone before the wider preload of that mode."""
+    fallback = CodeVerifier(wall_time_s=60.0, isolation="rlimits")
+    rows = _humaneval_rows()
+    answers = [{"test": r["test"], "entry_point": r["entry_point"], "prompt": r["prompt"]} for r in rows]
+    verdicts = fallback.verify_batch([r["canonical_solution"] for r in rows], answers)
+    assert verdicts[0].details["isolation"]["mode"] == "rlimits"
+    assert [(r["task_id"], v.reason) for r, v in zip(rows, verdicts) if not v.correct] == []
+    assert _mbpp(read_jsonl(conformance_path("mbpp", "sanitized-mbpp.jsonl")), fallback) == []
+
+
+@pytest.mark.conformance
 def test_human_eval_example_samples(verifier, tmp_path, monkeypatch):
     problem = read_jsonl(conformance_path("humaneval", "example_problem.jsonl"))[0]
     samples = read_jsonl(conformance_path("humaneval", "example_samples.jsonl"))

@@ -71,6 +71,8 @@ class WorkerIsolation:
         self.uid_separation = False
         self.program_uid = -1
         self.judge_uid = -1
+        # False where the program's uid cannot read Python's standard library on disk.
+        self.stdlib_readable = True
         self.notes: tuple[str, ...] = ()
 
     def describe(self) -> dict:
@@ -148,8 +150,10 @@ def setup_worker(mode: str, worker_index: int, uid_base: int, extra_paths: Itera
         iso.program_uid = uid_base + 2 * worker_index
         iso.judge_uid = uid_base + 2 * worker_index + 1
         if mode == "rlimits" and not _world_searchable(os.path.dirname(os.__file__)):
+            iso.stdlib_readable = False
             notes.append("the standard library is not readable by the program's uid on the host filesystem: "
-                         "programs can import only the modules the worker preloaded")
+                         "programs can import only the modules the worker preloaded (in this mode the common "
+                         "standard-library ones: worker.UNREADABLE_STDLIB_PRELOAD; add more with PoolConfig.preload)")
     elif mode == "userns":
         notes.append("one uid in the user namespace: program and judge share it (capabilities dropped)")
     else:

@@ -56,6 +56,16 @@ DEFAULT_PRELOAD = (
     "math", "re", "collections", "itertools", "functools", "heapq", "bisect", "string", "typing", "random",
     "operator", "copy",
 )
+# Where a program's uid cannot read the standard library on disk (rlimits mode as root, Python
+# under a private home such as /root/.pyenv), a program can import only what its worker has
+# loaded: then these are loaded too, the modules programs (HumanEval, MBPP, contest solutions)
+# import most, so that a correct program is not failed for its imports. Each costs every fork a
+# little; the price is paid only in that mode.
+UNREADABLE_STDLIB_PRELOAD = (
+    "abc", "array", "bisect", "calendar", "cmath", "collections.abc", "contextlib", "copy", "dataclasses",
+    "datetime", "decimal", "enum", "fractions", "hashlib", "io", "json", "numbers", "queue", "statistics",
+    "string", "struct", "textwrap", "time", "types", "unicodedata",
+)
 MAX_HEADER_BYTES = 1 << 16
 STATUS_READY = b"R"
 # Exit code of a child whose sandbox set-up failed before any program code ran.
@@ -149,6 +159,12 @@ def _worker_main(sock_fd: int, mode: str, config: dict) -> None:
     except Exception as exc:
         _send_fatal(sock_fd, f"sandbox set-up failed ({mode}): {type(exc).__name__}: {exc}")
         os._exit(1)
+    if not iso.stdlib_readable:
+        for name in UNREADABLE_STDLIB_PRELOAD:
+            try:
+                __import__(name)
+            except Exception:
+                pass
     if iso.private_root:
         # /tmp and /dev/shm are the programs' to write in this root: a module the worker or the
         # judge imports later (shutil on a wipe, what a test imports) must never be found there.

@@ -37,13 +37,13 @@ def hf_progress_bars(enabled: bool) -> Iterator[None]:
     the command's ``progress`` setting: ``progress=false`` gives a log without them. Restored after."""
     from transformers.utils import logging as hf_logging
 
-    was_enabled = hf_logging.is_progress_bar_enabled()
-    if was_enabled and not enabled:
+    silence = not enabled and hf_logging.is_progress_bar_enabled()
+    if silence:
         hf_logging.disable_progress_bar()
     try:
         yield
     finally:
-        if was_enabled and not enabled:
+        if silence:
             hf_logging.enable_progress_bar()
 
 

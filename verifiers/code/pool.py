@@ -310,23 +310,25 @@ class SandboxPool:
             worker = WorkerProcess(self.config, cpu)
         except BaseException:
             with self._cond:
-                self._count -= 1
-                if cpu is not None:
-                    self._workers_on[cpu] -= 1
+                self._free_slot(cpu)
                 self._cond.notify()
             raise
         self.stats["workers_started"] += 1
         self._isolation = worker.isolation
         return worker
 
+    def _free_slot(self, cpu: int | None) -> None:
+        """A worker is gone (or never started): its place in the pool and on its core are free. Under ``_cond``."""
+        self._count -= 1
+        if cpu is not None:
+            self._workers_on[cpu] -= 1
+
     def _release(self, worker: WorkerProcess, dead: bool = False) -> None:
         with self._cond:
             if dead or self._closed:
                 if not dead:
                     worker.close()
-                self._count -= 1
-                if worker.cpu is not None:
-                    self._workers_on[worker.cpu] -= 1
+                self._free_slot(worker.cpu)
             else:
                 self._idle.append(worker)
             self._cond.notify()
@@ -420,10 +422,8 @@ class SandboxPool:
         with self._cond:
             self._closed = True
             idle, self._idle = self._idle, []
-            self._count -= len(idle)
             for worker in idle:
-                if worker.cpu is not None:
-                    self._workers_on[worker.cpu] -= 1
+                self._free_slot(worker.cpu)
             self._cond.notify_all()
         if os.getpid() != self._owner_pid:
             return  # inherited through fork: the workers belong to the parent

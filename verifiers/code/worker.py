@@ -44,7 +44,7 @@ import socket
 import struct
 import sys
 import time
-from typing import Any, NamedTuple
+from typing import Any, Iterable, NamedTuple
 
 from reasonrl.verifiers.code import candidate, codec, isolation, judge, linux
 
@@ -95,11 +95,7 @@ def main(config: dict) -> None:
         except OSError:
             pass  # a core taken away since (cpuset change): the scheduler places us instead
     _site_builtins()
-    for name in config.get("preload", DEFAULT_PRELOAD):
-        try:
-            __import__(name)
-        except Exception:
-            pass
+    _import_all(config.get("preload", DEFAULT_PRELOAD))
     try:
         mode = isolation.enter_namespaces(config["isolation"])
     except Exception as exc:
@@ -127,6 +123,15 @@ def main(config: dict) -> None:
             status = 0
             break
     os._exit(os.waitstatus_to_exitcode(status) & 0xFF if status else 0)
+
+
+def _import_all(names: Iterable[str]) -> None:
+    """Preload: import each module that imports here; one that does not is the programs' to miss."""
+    for name in names:
+        try:
+            __import__(name)
+        except Exception:
+            pass
 
 
 def _site_builtins() -> None:
@@ -160,11 +165,7 @@ def _worker_main(sock_fd: int, mode: str, config: dict) -> None:
         _send_fatal(sock_fd, f"sandbox set-up failed ({mode}): {type(exc).__name__}: {exc}")
         os._exit(1)
     if not iso.stdlib_readable:
-        for name in UNREADABLE_STDLIB_PRELOAD:
-            try:
-                __import__(name)
-            except Exception:
-                pass
+        _import_all(UNREADABLE_STDLIB_PRELOAD)
     if iso.private_root:
         # /tmp and /dev/shm are the programs' to write in this root: a module the worker or the
         # judge imports later (shutil on a wipe, what a test imports) must never be found there.

@@ -25,6 +25,7 @@ from reasonrl.verifiers.code import CodeVerifier
 from reasonrl.verifiers.code.harness import grade, grade_many
 from reasonrl.verifiers.code.pool import PoolConfig, SandboxPool
 from reasonrl.verifiers.code.sandbox import SandboxLimits, run_program
+from tests.conftest import conformance_path, read_jsonl
 
 LIMITS = SandboxLimits(wall_time_s=3.0, cpu_time_s=3.0, max_processes=16)
 ADD = {"test": "def check(candidate):\n    assert candidate(2, 3) == 5\n    assert candidate(-4, 4) == 0\n", "entry_point": "add"}
@@ -367,6 +368,101 @@ def test_no_faked_pass(pool):
     for name, verdict in zip(names, verdicts):
         assert not verdict.correct and verdict.reward == 0.0, (name, verdict)
     assert verdicts[-1].correct
+
+
+# The judge takes from the program only the functions under test (and, for MBPP and plain asserts,
+# the classes and functions the tests name); modules, built-ins and the prompt's helpers are its own.
+CIRCLE = "assert math.isclose(circle_area(2), 12.566370614359172, rel_tol=1e-9)"
+PATCHED_MATH = "import math\nmath.isclose = lambda *a, **k: True\ndef circle_area(r):\n    return -1\n"
+GOOD_CIRCLE = "import math\ndef circle_area(r):\n    return math.pi * r * r\n"
+TUPLE_SIZE = {  # MBPP 596: the test uses `sys` without importing it
+    "test_list": [
+        "assert tuple_size((\"A\", 1, \"B\", 2, \"C\", 3)) == sys.getsizeof((\"A\", 1, \"B\", 2, \"C\", 3))",
+        "assert tuple_size(((1, \"Lion\"), (2, \"Tiger\"))) == sys.getsizeof(((1, \"Lion\"), (2, \"Tiger\")))",
+    ],
+    "test_imports": [],
+}
+EVENS = {"test_list": ["assert len(evens(5)) == 3", "assert sorted(evens(5)) == [0, 2, 4]", "assert abs(total(evens(5)) - 6) < 1e-9"]}
+# A HumanEval-style problem whose test checks the answer with a helper only the prompt defines.
+HELPER_PROMPT = "def square(x):\n    return x * x\n\n\ndef root(n):\n    \"\"\"Integer square root.\"\"\"\n"
+HELPER_TEST = "def check(candidate):\n    for n in (4, 9, 144):\n        assert square(candidate(n)) == n\n"
+HELPER_CHEAT = "def square(x):\n    return x\ndef root(n):\n    return n\n"  # passes wherever square is the program's
+FREE_NAME_FAKES = {
+    "program-defined sys (MBPP 596)": (
+        TUPLE_SIZE, "class _Sys:\n    def getsizeof(self, value):\n        return 0\nsys = _Sys()\ndef tuple_size(t):\n    return 0\n"),
+    "patched math, test_list": ({"test_list": [CIRCLE]}, PATCHED_MATH),
+    "patched math, test": ({"test": CIRCLE}, PATCHED_MATH),
+    "patched math the test imports": ({"test_list": [CIRCLE], "test_imports": ["import math"]}, PATCHED_MATH),
+    "program-defined math module": (
+        {"test_list": [CIRCLE]},
+        "import types\nmath = types.ModuleType('math')\nmath.isclose = lambda *a, **k: True\ndef circle_area(r):\n    return -1\n"),
+    "program-defined math object": (
+        {"test": CIRCLE}, "class math:\n    isclose = staticmethod(lambda *a, **k: True)\ndef circle_area(r):\n    return -1\n"),
+    "shadowed len, sorted, abs": (
+        EVENS, "len = lambda x: 3\nsorted = lambda x: [0, 2, 4]\nabs = lambda x: 0\ndef evens(n):\n    return None\n"
+               "def total(xs):\n    return None\n"),
+    "patched builtins module": (
+        EVENS, "import builtins\nbuiltins.len = lambda x: 3\nbuiltins.sorted = lambda x: [0, 2, 4]\nbuiltins.abs = lambda x: 0\n"
+               "def evens(n):\n    return None\ndef total(xs):\n    return None\n"),
+    "helper without the prompt": ({"test": HELPER_TEST, "entry_point": "root"}, HELPER_CHEAT),
+    "helper with the prompt": ({"test": HELPER_TEST, "entry_point": "root", "prompt": HELPER_PROMPT}, HELPER_CHEAT),
+    "prompt helper in plain asserts": (
+        {"test": "for n in (4, 9, 144):\n    assert square(root(n)) == n\n", "prompt": HELPER_PROMPT}, HELPER_CHEAT),
+}
+
+
+def test_the_tests_free_names_are_not_the_programs(pool):
+    names = list(FREE_NAME_FAKES)
+    answers = [FREE_NAME_FAKES[n][0] for n in names]
+    verdicts = grade_many([FREE_NAME_FAKES[n][1] for n in names], answers, pool, LIMITS, concurrency=2)
+    for name, verdict in zip(names, verdicts):
+        assert not verdict.correct and verdict.reward == 0.0, (name, verdict)
+    # The honest programs pass the same tests.
+    honest = {
+        "program-defined sys (MBPP 596)": "import sys\ndef tuple_size(t):\n    return sys.getsizeof(t)\n",
+        "patched math, test_list": GOOD_CIRCLE, "patched math, test": GOOD_CIRCLE,
+        "shadowed len, sorted, abs": "def evens(n):\n    return list(range(0, n, 2))\ndef total(xs):\n    return float(sum(xs))\n",
+        "helper with the prompt": "    return int(n ** 0.5)\n",
+        "prompt helper in plain asserts": "def root(n):\n    return int(n ** 0.5)\n",
+    }
+    verdicts = grade_many(list(honest.values()), [FREE_NAME_FAKES[n][0] for n in honest], pool, LIMITS, concurrency=2)
+    assert [v.correct for v in verdicts] == [True] * len(honest), verdicts
+
+
+def test_a_helper_only_the_prompt_defines_is_named_when_the_prompt_is_missing(pool):
+    answer = {"test": HELPER_TEST, "entry_point": "root"}
+    for program in (HELPER_CHEAT, "def square(x):\n    return x * x\ndef root(n):\n    return int(n ** 0.5)\n"):
+        verdict = grade(program, answer, pool, LIMITS)
+        assert not verdict.correct and verdict.reason == "error", verdict
+        assert "'square'" in verdict.details["error"] and "prompt" in verdict.details["error"]
+    # A test that swallows every exception does not swallow that one.
+    swallow = {"test": "def check(candidate):\n    try:\n        square(candidate(4))\n    except:\n        pass\n", "entry_point": "root"}
+    verdict = grade(HELPER_CHEAT, swallow, pool, LIMITS)
+    assert not verdict.correct and verdict.reason == "error" and "'square'" in verdict.details["error"], verdict
+
+
+def test_a_module_the_test_does_not_import_is_never_the_programs(pool):
+    answer = {"test_list": ["assert np.allclose(double([1.0]), [2.0])"]}  # not a standard module
+    cheat = "import types\nnp = types.ModuleType('np')\nnp.allclose = lambda *a, **k: True\ndef double(xs):\n    return []\n"
+    verdict = grade(cheat, answer, pool, LIMITS)
+    assert not verdict.correct and verdict.reason == "error" and "'np'" in verdict.details["error"], verdict
+
+
+@pytest.mark.conformance
+def test_humaneval_helpers_without_the_prompt_are_not_the_programs(pool):
+    rows = {r["task_id"]: r for r in read_jsonl(conformance_path("humaneval", "HumanEval.jsonl"))}
+    cheats = {
+        "HumanEval/32": "def poly(xs, x):\n    return 0\ndef find_zero(xs):\n    return 0\n",
+        "HumanEval/38": "def encode_cyclic(s):\n    return s\ndef decode_cyclic(s):\n    return s\n",
+        "HumanEval/50": "def encode_shift(s):\n    return s\ndef decode_shift(s):\n    return s\n",
+    }
+    for task_id, cheat in cheats.items():
+        row = rows[task_id]
+        verdict = grade(cheat, {"test": row["test"], "entry_point": row["entry_point"]}, pool, LIMITS)
+        assert not verdict.correct and verdict.reason == "error" and "prompt" in verdict.details["error"], (task_id, verdict)
+        with_prompt = {"test": row["test"], "entry_point": row["entry_point"], "prompt": row["prompt"]}
+        assert not grade(cheat, with_prompt, pool, LIMITS).correct, task_id
+        assert grade(row["canonical_solution"], with_prompt, pool, LIMITS).correct, task_id
 
 
 def test_the_tests_never_enter_the_program(pool):

@@ -21,8 +21,10 @@ docstring), the program is ``prompt + code`` if the code does not define ``entry
 runs the prompt itself, so helpers a test uses (``poly`` in HumanEval/32) are the problem's, not
 the program's. Without a prompt the program is the code alone.
 
-MBPP: the program is ``test_imports + test_setup_code + code`` (the original harness put the
-imports in front of the code, and some reference solutions rely on them).
+MBPP: the program is ``test_imports + code + test_setup_code`` (the original harness put the
+imports in front of the code, and some reference solutions rely on them; the set-up code may use
+the program's classes). The set-up code runs in the judge too, where the objects the tests use
+are built (program classes by proxy: see :mod:`~reasonrl.verifiers.code.judge`).
 
 stdin/stdout comparison: both sides have ``\\r\\n`` and ``\\r`` turned into ``\\n``, trailing
 whitespace removed from every line and trailing empty lines dropped; then the lines must be
@@ -180,8 +182,10 @@ def assemble_program(spec: TestSpec, code: str) -> str:
             return spec.prompt + code
         return spec.prompt.rstrip("\n") + "\n\n" + code
     if spec.kind == "mbpp":
+        # The set-up code after the program, as the plain harness runs them: MBPP 367 and 927 build
+        # their trees with the program's own ``Node``.
         head = "\n".join(spec.imports)
-        parts = [p for p in (head, spec.setup_code, code) if p]
+        parts = [p for p in (head, code, spec.setup_code) if p]
         return "\n".join(parts)
     raise ValueError(f"no function program for kind {spec.kind!r}")
 
@@ -227,7 +231,35 @@ def judge_spec(spec: TestSpec) -> dict:
         setup.append(["<test_imports>", "\n".join(spec.imports)])
     if spec.setup_code:
         setup.append(["<test_setup_code>", spec.setup_code])
-    return {"kind": spec.kind, "setup": setup, "tests": list(spec.tests), "entry_points": tested_names(spec.tests)}
+    helpers = prompt_helpers(spec.prompt)
+    entry_points = [name for name in tested_names(spec.tests) if name not in helpers]
+    return {"kind": spec.kind, "setup": setup, "tests": list(spec.tests), "entry_points": entry_points}
+
+
+def prompt_helpers(prompt: str) -> set[str]:
+    """The functions and classes a prompt defines in full (HumanEval/32's ``poly``), as opposed to
+    the stubs (a signature and a docstring) the program is to complete: those are the problem's,
+    run in the judge, and a test that calls one calls the problem's, never the program's."""
+    import ast
+
+    if not prompt:
+        return set()
+    try:
+        tree = ast.parse(prompt)
+    except SyntaxError:
+        return set()
+    helpers = set()
+    for node in tree.body:
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not _is_stub(node.body):
+            helpers.add(node.name)
+    return helpers
+
+
+def _is_stub(body: list) -> bool:
+    import ast
+
+    return all(isinstance(statement, ast.Pass) or (isinstance(statement, ast.Expr) and isinstance(statement.value, ast.Constant))
+               for statement in body)
 
 
 # ---------------------------------------------------------------------------------------------

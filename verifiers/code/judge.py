@@ -22,6 +22,7 @@ answers ``NotImplemented`` for comparisons and arithmetic.
 from __future__ import annotations
 
 import builtins
+import importlib
 import os
 import sys
 from typing import Any
@@ -246,19 +247,38 @@ def _copy_back(original: Any, new: Any) -> None:
 
 
 _BUILTIN_NAMES = vars(builtins)
+# Free names of a test that the judge resolves itself, as the standard library's modules: never the
+# program's (a program that defines ``sys`` or patches its own ``math`` does not change ``math.isclose``).
+_STANDARD_MODULES = frozenset(name for name in sys.stdlib_module_names if not name.startswith("_"))
+
+
+class MissingName(BaseException):
+    """The tests use a name the judge may not take from the program and nothing trusted defines.
+
+    A ``BaseException``: a test's own ``except Exception`` must not swallow it (the namespace also
+    remembers it, so a bare ``except`` cannot either).
+    """
 
 
 class TestNamespace(dict):
-    """Globals for the test code: names the tests do not define and that are not built-ins are
-    looked up in the program (``similar_elements`` in an MBPP assert, a class ``Pair`` it defines).
+    """Globals for the test code. A name the tests do not define or import is resolved here, in order:
 
-    Built-ins always win, so a program that redefines ``len`` or ``isinstance`` does not change
-    what the tests mean.
+    1. the functions under test (``entry_points``, put here by :func:`run_tests`): the program's,
+       even where one shadows a built-in (MBPP 126 tests a function called ``sum``);
+    2. built-ins: the judge's, so a program that redefines ``len`` changes nothing;
+    3. the standard library's modules by name (MBPP 596 uses ``sys`` without importing it);
+    4. with ``program_names`` (MBPP and plain asserts), the program's other functions and classes
+       (``Pair`` in an MBPP assert); never a module. Without it (HumanEval: only the entry point is
+       the program's) the name is a helper the problem's prompt should have defined:
+       :class:`MissingName`.
     """
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, program_names: bool, prompt_given: bool) -> None:
         super().__init__()
         self._conn = conn
+        self._program_names = program_names
+        self._prompt_given = prompt_given
+        self.missing: str | None = None
         self["__name__"] = "__test__"
         self["__builtins__"] = builtins
 
@@ -270,12 +290,28 @@ class TestNamespace(dict):
             # method (about fifty per HumanEval problem), and a KeyError each time is dear.
             value = self[name] = _BUILTIN_NAMES[name]
             return value
+        if name in _STANDARD_MODULES:
+            value = self[name] = importlib.import_module(name)
+            return value
+        if not self._program_names:
+            where = "the answer's prompt does not define it" if self._prompt_given else "the answer has no prompt"
+            self._refuse(name, f"the test uses {name!r}, a helper that neither the test, its imports nor the standard "
+                               f"library defines, and {where}; the judge takes only the entry point from the program "
+                               "(give the problem's prompt, which defines its helpers)")
         try:
             value = self._conn.get(name)
         except NameError:
             raise KeyError(name) from None
+        if isinstance(value, RemoteObject) and value._type_name == "module":
+            self._refuse(name, f"the test uses {name!r} without importing it, and the program's {name!r} is a module; "
+                               "the judge takes no modules from the program (add the import to the test's imports)")
         self[name] = value
         return value
+
+    def _refuse(self, name: str, message: str) -> None:
+        if self.missing is None:
+            self.missing = message
+        raise MissingName(message)
 
 
 def run_tests(spec: dict, conn: Connection) -> dict:
@@ -296,8 +332,9 @@ def run_tests(spec: dict, conn: Connection) -> dict:
         return {"status": "load_error", "kind": loaded[1], "error": loaded[2], "message": loaded[3]}
     if loaded != ["loaded"]:
         return {"status": "failed", "origin": "protocol", "error": "ProtocolError", "message": "unexpected first message"}
-    namespace = TestNamespace(conn)
     kind = spec["kind"]
+    prompt_given = any(filename == "<prompt>" for filename, _ in spec.get("setup", []))
+    namespace = TestNamespace(conn, program_names=kind != "humaneval", prompt_given=prompt_given)
     done = 0
     try:
         fetched = {}
@@ -308,8 +345,9 @@ def run_tests(spec: dict, conn: Connection) -> dict:
                 pass
         for filename, source in spec.get("setup", []):
             if filename == "<prompt>":
-                # The problem's own helpers (HumanEval/32's ``poly``) are defined here, trusted;
-                # a prompt that does not run here only loses that (its names come from the program).
+                # The problem's own helpers (HumanEval/32's ``poly``) are defined here, trusted; a
+                # prompt that does not run here only loses them (a test that needs one then fails
+                # with MissingName, never takes the program's).
                 try:
                     exec(_compile(source, filename), namespace, namespace)
                 except Exception:
@@ -335,11 +373,18 @@ def run_tests(spec: dict, conn: Connection) -> dict:
                         "message": f"{spec['entry_point']} is a {type(candidate).__name__}, not a function"}
             check(candidate)
             done = 1
+            if namespace.missing:  # the test caught MissingName itself
+                raise MissingName(namespace.missing)
         else:
             for done, source in enumerate(spec["tests"]):
                 exec(_compile(source, f"<test {done}>"), namespace, namespace)
             done = len(spec["tests"])
+            if namespace.missing:
+                raise MissingName(namespace.missing)
     except BaseException as exc:  # any way out of the tests but the end is a failure
+        if namespace.missing:
+            return {"status": "failed", "origin": "answer", "error": "MissingName", "message": namespace.missing,
+                    "tests_passed": done, "calls": conn.calls}
         origin = "candidate" if isinstance(exc, (CandidateDied, CandidateError)) or (
             conn.raised and type(exc).__name__ == conn.raised[-1]
         ) else "test"

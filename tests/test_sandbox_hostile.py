@@ -465,6 +465,78 @@ def test_humaneval_helpers_without_the_prompt_are_not_the_programs(pool):
         assert grade(row["canonical_solution"], with_prompt, pool, LIMITS).correct, task_id
 
 
+PTY_COUNT = "/proc/sys/kernel/pty/nr"
+PTMX_HOLDER = (
+    "import os, time\n"
+    "held = []\n"
+    "for _ in range(200):\n"
+    "    try:\n"
+    "        held.append(os.open('/dev/ptmx', os.O_RDWR | os.O_NOCTTY))\n"
+    "    except OSError:\n"
+    "        break\n"
+    "try:\n"
+    "    held.extend(os.openpty())\n"
+    "except OSError:\n"
+    "    pass\n"
+    "print(len(held), flush=True)\n"
+    "time.sleep(1.0)\n"
+)
+STANDARD_DEVICES = (
+    "import multiprocessing, os, sys\n"
+    "with open('/dev/null', 'w') as f:\n"
+    "    f.write('gone')\n"
+    "assert open('/dev/zero', 'rb').read(4) == bytes(4)\n"
+    "assert len(open('/dev/urandom', 'rb').read(16)) == 16 and len(open('/dev/random', 'rb').read(16)) == 16\n"
+    "assert len(os.urandom(8)) == 8\n"
+    "lock = multiprocessing.Lock()\n"  # a POSIX semaphore: needs /dev/shm
+    "assert lock.acquire(timeout=1)\n"
+    "print(open('/dev/stdin').read(), os.path.exists('/dev/fd/0'))\n"
+)
+
+
+@pytest.mark.skipif(not os.path.exists(PTY_COUNT), reason="the kernel does not show its pty count here")
+@pytest.mark.parametrize("mode", ["namespaces", "userns"])
+def test_programs_get_no_host_ptys_and_the_standard_devices_work(mode):
+    """Each /dev/ptmx a program opened on the host's /dev took one of the host's kernel.pty.max
+    pseudo-terminals (4096 for the whole machine) until its job ended."""
+    try:
+        pool = SandboxPool(1, PoolConfig(isolation=mode))
+        pool.isolation
+    except Exception as exc:  # a machine that refuses this mode: the other one still runs
+        pytest.skip(f"isolation {mode!r} refused here: {exc}")
+    with pool:
+        before = int(open(PTY_COUNT).read())
+        peak = [before]
+        done = threading.Event()
+
+        def watch():
+            while not done.is_set():
+                peak[0] = max(peak[0], int(open(PTY_COUNT).read()))
+                time.sleep(0.02)
+
+        watcher = threading.Thread(target=watch)
+        watcher.start()
+        try:
+            held = run_program(PTMX_HOLDER, limits=LIMITS, pool=pool)
+        finally:
+            done.set()
+            watcher.join()
+        assert held.reason == "ok" and held.stdout == "0\n", held
+        assert peak[0] <= before + 2, f"the host's pty count went from {before} to {peak[0]}"  # 2: another job on the host
+        devices = run_program(STANDARD_DEVICES, stdin="hello", limits=LIMITS, pool=pool)
+        assert (devices.reason, devices.stdout) == ("ok", "hello True\n"), devices
+        assert "no ptys" in devices.isolation["devices"] and "urandom" in devices.isolation["devices"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the uid-separated rlimits fallback needs root")
+def test_the_rlimits_fallback_says_the_host_dev_is_in_view():
+    with SandboxPool(1, PoolConfig(isolation="rlimits")) as pool:
+        # (multiprocessing is not importable there when the standard library is not readable)
+        result = run_program("open('/dev/null', 'w').write('x')\nprint(open('/dev/stdin').read())", stdin="hello", limits=LIMITS, pool=pool)
+    assert (result.reason, result.stdout) == ("ok", "hello\n"), result
+    assert result.isolation["devices"].startswith("host /dev") and "ptys" in result.isolation["devices"]
+
+
 def test_the_tests_never_enter_the_program(pool):
     """A program that searches its memory, its files and the process table for the expected
     value (a marker in the test) finds nothing, even after the same problem ran before on the

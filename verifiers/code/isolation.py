@@ -8,10 +8,12 @@ Three levels, tried in order when ``isolation="auto"`` (each can be asked for by
     outside it, and dies when the worker ends the job (killed and reaped by PID 1).
     The network namespace has only a loopback interface, left down: no network at all. The
     filesystem is a new root on a tmpfs holding read-only bind mounts of the system directories
-    (``/usr``, ``/etc``, ``/lib*``, ``/bin``, ``/sbin``, ``/dev`` and Python's own directories): the
+    (``/usr``, ``/etc``, ``/lib*``, ``/bin``, ``/sbin`` and Python's own directories): the
     rest of the host (home directories, ``/work``, datasets, the host ``/tmp``) is not there at
-    all. ``/tmp`` is a private size-capped tmpfs holding the per-program scratch directories,
-    ``/dev/shm`` another; both are wiped after each program. ``/proc`` is the namespace's own
+    all. ``/dev`` is the sandbox's own: ``null``, ``zero``, ``full``, ``random``, ``urandom``
+    (bound from the host's), ``fd``/``stdin``/``stdout``/``stderr`` links and ``shm``; no
+    terminals (see :data:`DEVICE_FILES`). ``/tmp`` is a private size-capped tmpfs holding the
+    per-program scratch directories, ``/dev/shm`` another; both are wiped after each program. ``/proc`` is the namespace's own
     (read-only, ``hidepid=2``). The program runs under its own unprivileged uid (one per worker),
     the judge under another, both with ``no_new_privs``; the judge is not dumpable.
 ``userns`` (no root, but unprivileged user namespaces allowed)
@@ -23,7 +25,8 @@ Three levels, tried in order when ``isolation="auto"`` (each can be asked for by
     Each program in its own session and process group, a fresh scratch directory as working
     directory, a scrubbed environment, resource limits, and (as root) its own unprivileged uid.
     No network or filesystem isolation: the program can read what its uid can read and write
-    where its uid can write. The worker is a child subreaper and kills every remaining
+    where its uid can write, and it sees the host's ``/dev`` (``details.isolation["devices"]``
+    says so: the host's pseudo-terminals are bounded only by the open-file and process limits). The worker is a child subreaper and kills every remaining
     descendant (and, as root, every process of the sandbox uid) after each program.
 
 Whatever holds is reported by :func:`describe` and lands in every ``SandboxResult.isolation``
@@ -44,7 +47,15 @@ from reasonrl.verifiers.code import linux
 MODES = ("auto", "namespaces", "userns", "rlimits")
 
 # Directories every program needs to run Python and ordinary tools, bound read-only.
-SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/dev")
+SYSTEM_PATHS = ("/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc")
+# The device files of the private root's own /dev, each bound from the host's (a bind mount works
+# in a user namespace, where mknod does not). No terminal devices: every pseudo-terminal a program
+# opened through the host's /dev/ptmx counted against the host's kernel.pty.max (4096 for all of
+# it), and a private devpts instance still counts there (the kernel keeps one global count), so
+# programs get no ptys at all. /dev/shm (multiprocessing's semaphores) is a private tmpfs.
+DEVICE_FILES = ("null", "zero", "full", "random", "urandom")
+DEVICE_LINKS = (("fd", "/proc/self/fd"), ("stdin", "/proc/self/fd/0"), ("stdout", "/proc/self/fd/1"),
+                ("stderr", "/proc/self/fd/2"))
 # First uid of the range the sandbox uses as root: two per worker (program, judge). Chosen far
 # above login users and the usual subuid ranges; configurable.
 DEFAULT_UID_BASE = 1_500_000_000
@@ -67,6 +78,7 @@ class WorkerIsolation:
         self.network_namespace = False
         self.mount_namespace = False
         self.private_root = False
+        self.private_dev: tuple[str, ...] = ()
         self.hidepid = False
         self.uid_separation = False
         self.program_uid = -1
@@ -84,6 +96,10 @@ class WorkerIsolation:
             "filesystem": (
                 "private read-only root, writable scratch dir on tmpfs" if self.private_root
                 else "host filesystem (uid permissions only)"
+            ),
+            "devices": (
+                f"private /dev: {', '.join(self.private_dev)}, shm (tmpfs), fd links; no ptys or other devices"
+                if self.private_dev else "host /dev (ptys included: bounded only by the open-file and process limits)"
             ),
             "uid_separation": self.uid_separation,
             "scrubbed_environment": True,
@@ -198,6 +214,7 @@ def _build_private_root(extra_paths: Iterable[str], tmp_size: str, shm_size: str
     new_root = "/tmp"  # any existing directory works as the mount point of the new root's tmpfs
     linux.mount(None, "/", None, linux.MS_REC | linux.MS_PRIVATE)
     linux.mount("sandbox-root", new_root, "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, "size=4m,mode=755")
+    iso.private_dev = _build_private_dev(new_root + "/dev")
     chosen: list[str] = []
     for path in [*SYSTEM_PATHS, *_python_paths(), *extra_paths]:
         path = os.path.normpath(path)
@@ -244,8 +261,26 @@ def _build_private_root(extra_paths: Iterable[str], tmp_size: str, shm_size: str
             raise
         _remount_readonly_one_by_one()
     linux.mount("sandbox-tmp", "/tmp", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"size={tmp_size},mode=755")
-    if os.path.isdir("/dev/shm"):
+    if os.path.isdir("/dev/shm"):  # always there in the private /dev; made here for the namespace modes only
         linux.mount("sandbox-shm", "/dev/shm", "tmpfs", linux.MS_NOSUID | linux.MS_NODEV, f"size={shm_size},mode=1777")
+
+
+def _build_private_dev(dev: str) -> tuple[str, ...]:
+    """A /dev of the sandbox's own under the new root: the harmless device files, bound from the host's."""
+    os.makedirs(dev, exist_ok=True)
+    linux.mount("sandbox-dev", dev, "tmpfs", linux.MS_NOSUID | linux.MS_NOEXEC, "size=64k,mode=755")
+    present = []
+    for name in DEVICE_FILES:
+        host = f"/dev/{name}"
+        if not os.path.exists(host):
+            continue
+        open(f"{dev}/{name}", "a").close()
+        linux.mount(host, f"{dev}/{name}", None, linux.MS_BIND)
+        present.append(name)
+    for name, target in DEVICE_LINKS:
+        os.symlink(target, f"{dev}/{name}")
+    os.mkdir(f"{dev}/shm")
+    return tuple(present)
 
 
 def _remount_readonly_one_by_one() -> None:

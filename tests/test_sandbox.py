@@ -380,9 +380,13 @@ def test_codec_never_lets_a_subclass_cross_by_value():
         def __eq__(self, other):
             return True
 
-    for value in (LyingInt(3), AlwaysEqual(), [1, LyingInt(2)], {"k": AlwaysEqual()}, True.__class__.__mro__):
+    int_lookalike = type("int", (int,), {})  # a class that calls itself int is not the built-in
+    for value in (LyingInt(3), AlwaysEqual(), [1, LyingInt(2)], {"k": AlwaysEqual()}, LyingInt, int_lookalike, print):
         with pytest.raises(codec.Unencodable):
             codec.encode(value)
+    # Built-in types (and the pure built-in functions) cross by name: each side gets its own.
+    assert codec.encode(True.__class__.__mro__) == ["t", ["T", "bool"], ["T", "int"], ["T", "object"]]
+    assert codec.decode(codec.encode([len, ValueError])) == [len, ValueError]
     handles = []
     wire = codec.encode([1, LyingInt(2)], lambda obj: handles.append(obj) or ["h", 7, type(obj).__name__])
     assert wire == ["l", 1, ["h", 7, "LyingInt"]]
@@ -390,7 +394,8 @@ def test_codec_never_lets_a_subclass_cross_by_value():
 
 @pytest.mark.parametrize(
     "wire",
-    [["zz", 1], ["d", 1], ["s", ["l"]], ["F", 1, 0], ["h", 1, "x"], {"a": 1}, ["i", 5], ["dd", "print"], ["r", 1.5, 2, 1], []],
+    [["zz", 1], ["d", 1], ["s", ["l"]], ["F", 1, 0], ["h", 1, "x"], {"a": 1}, ["i", 5], ["dd", "print"], ["r", 1.5, 2, 1], [],
+     ["T", "eval"], ["T", "open"], ["T", 3], ["cb", 1]],
 )
 def test_codec_rejects_malformed_wire_values(wire):
     with pytest.raises(codec.ProtocolError):

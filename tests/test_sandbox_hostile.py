@@ -537,6 +537,39 @@ def test_the_rlimits_fallback_says_the_host_dev_is_in_view():
     assert result.isolation["devices"].startswith("host /dev") and "ptys" in result.isolation["devices"]
 
 
+# What a test may now pass to the program (a built-in type, a function of its own called back in
+# the judge, attributes set on the program's objects) gives the program no way to a pass.
+CALLBACK_FAKES = {
+    "a liar through the callback": "class Liar:\n    def __eq__(self, other):\n        return True\n"
+                                   "def count_if(xs, pred):\n    return sum(1 for _ in range(3) if pred(Liar()))\n",
+    "the callback given back": "def count_if(xs, pred):\n    return pred\n",
+    "a forged callback": "import os\nfrom reasonrl.verifiers.code import codec\n"
+                         "def count_if(xs, pred):\n    for fd in range(3, 20):\n        try:\n"
+                         "            codec.send_frame(fd, ['cb', 12345, [], {}])\n        except OSError:\n            pass\n    return 1\n",
+    "the callback's exception swallowed": "def count_if(xs, pred):\n    try:\n        pred(None)\n    except Exception:\n        pass\n    return 0\n",
+    "a type that lies": "class int(int):\n    def __eq__(self, other):\n        return True\n    __hash__ = object.__hash__\n"
+                        "def count_if(xs, pred):\n    return int(5)\n",
+    "calls back forever": "def count_if(xs, pred):\n    while True:\n        pred(1)\n",
+}
+COUNT_IF = {"test_list": ["assert count_if([1, 2, 3, 2], lambda x: x == 2) == 2", "assert count_if([], bool) == 0"]}
+
+
+def test_callbacks_types_and_proxies_fake_no_pass(pool):
+    names = list(CALLBACK_FAKES)
+    verdicts = grade_many([CALLBACK_FAKES[n] for n in names], [COUNT_IF] * len(names), pool, LIMITS, concurrency=2)
+    for name, verdict in zip(names, verdicts):
+        assert not verdict.correct and verdict.reward == 0.0, (name, verdict)
+    assert grade("def count_if(xs, pred):\n    return sum(1 for x in xs if pred(x))\n", COUNT_IF, pool, LIMITS).correct
+    # Set-up code that sets attributes on the program's objects sets them program-side: a program
+    # whose class ignores them (a slotted __setattr__ that drops writes) does not pass.
+    tree = {"test_list": ["assert depth(root) == 2"], "test_setup_code": "root = Node(1)\nroot.left = Node(2)"}
+    ignore = "class Node:\n    def __init__(self, v):\n        pass\n    def __setattr__(self, k, v):\n        pass\n" \
+             "def depth(n):\n    return 0 if n is None else 1 + max(depth(getattr(n, 'left', None)), depth(getattr(n, 'right', None)))\n"
+    assert not grade(ignore, tree, pool, LIMITS).correct
+    honest = ignore.replace("    def __setattr__(self, k, v):\n        pass\n", "").replace("        pass\n", "        self.left = self.right = None\n", 1)
+    assert grade(honest, tree, pool, LIMITS).correct
+
+
 def test_the_tests_never_enter_the_program(pool):
     """A program that searches its memory, its files and the process table for the expected
     value (a marker in the test) finds nothing, even after the same problem ran before on the

@@ -145,6 +145,94 @@ def test_exceptions_the_tests_expect(verifier):
     assert not verifier.verify("def parse(s):\n    raise SystemExit(0)\n", answer).correct
 
 
+# Three MBPP problems (from the full 974; not in the 427-row sanitized set) that the judge could
+# not take before: 533 passes a type to the program, 367 and 927 build their trees in the set-up
+# code with the program's own ``Node``. Written here from the public MBPP data.
+NODE = "class Node:\n    def __init__(self, data):\n        self.data = data\n        self.left = None\n        self.right = None\n"
+MBPP_533 = {
+    "test_list": [
+        "assert remove_datatype((4, 5, 4, 7.7, 1.2), int) == [7.7, 1.2]",
+        "assert remove_datatype((7, 8, 9, \"SR\"), str) == [7, 8, 9]",
+        "assert remove_datatype((7, 1.1, 2, 2.2), float) == [7, 2]",
+    ],
+    "test_imports": [],
+}
+MBPP_533_CODE = (
+    "def remove_datatype(test_tuple, data_type):\n  res = []\n  for ele in test_tuple:\n"
+    "    if not isinstance(ele, data_type):\n      res.append(ele)\n  return (res)\n"
+)
+MBPP_367 = {
+    "test_list": ["assert is_tree_balanced(root) == False", "assert is_tree_balanced(root1) == True",
+                  "assert is_tree_balanced(root2) == False"],
+    "test_imports": [],
+    "test_setup_code": (
+        "root = Node(1) \nroot.left = Node(2) \nroot.right = Node(3) \nroot.left.left = Node(4) \nroot.left.right = Node(5) \n"
+        "root.left.left.left = Node(8) \nroot1 = Node(1) \nroot1.left = Node(2) \nroot1.right = Node(3) \n"
+        "root1.left.left = Node(4) \nroot1.left.right = Node(5) \nroot1.right.left = Node(6) \nroot1.left.left.left = Node(7) \n"
+        "root2 = Node(1) \nroot2.left = Node(2) \nroot2.left.left = Node(3) \nroot2.left.left.left = Node(7)"
+    ),
+}
+MBPP_367_CODE = NODE + (
+    "def get_height(root):\n    if root is None:\n        return 0\n"
+    "    return max(get_height(root.left), get_height(root.right)) + 1\n"
+    "def is_tree_balanced(root):\n    if root is None:\n        return True\n"
+    "    lh = get_height(root.left)\n    rh = get_height(root.right)\n"
+    "    if (abs(lh - rh) <= 1) and is_tree_balanced(root.left) is True and is_tree_balanced(root.right) is True:\n"
+    "        return True\n    return False\n"
+)
+MBPP_927 = {
+    "test_list": ["assert (max_height(root)) == 3", "assert (max_height(root1)) == 5 ", "assert (max_height(root2)) == 4"],
+    "test_imports": [],
+    "test_setup_code": (
+        "root = Node(1) \nroot.left = Node(2) \nroot.right = Node(3) \nroot.left.left = Node(4) \nroot.left.right = Node(5) \n"
+        "root1 = Node(1);  \nroot1.left = Node(2);  \nroot1.right = Node(3);  \nroot1.left.left = Node(4);  \n"
+        "root1.right.left = Node(5);  \nroot1.right.right = Node(6);  \nroot1.right.right.right= Node(7);  \n"
+        "root1.right.right.right.right = Node(8)\nroot2 = Node(1) \nroot2.left = Node(2) \nroot2.right = Node(3) \n"
+        "root2.left.left = Node(4) \nroot2.left.right = Node(5)\nroot2.left.left.left = Node(6)\nroot2.left.left.right = Node(7)"
+    ),
+}
+MBPP_927_CODE = NODE + (
+    "def max_height(node):\n    if node is None:\n        return 0 ;\n    else :\n"
+    "        lDepth = max_height(node.left)\n        rDepth = max_height(node.right)\n"
+    "        if (lDepth > rDepth):\n            return lDepth+1\n        else:\n            return rDepth+1\n"
+)
+
+
+def test_mbpp_tests_that_pass_types_and_build_with_the_programs_classes(verifier):
+    verdicts = verifier.verify_batch([MBPP_533_CODE, MBPP_367_CODE, MBPP_927_CODE], [MBPP_533, MBPP_367, MBPP_927])
+    assert [(v.correct, v.reason) for v in verdicts] == [(True, "ok")] * 3, verdicts
+    near_misses = [
+        MBPP_533_CODE.replace("not isinstance", "isinstance"),
+        MBPP_367_CODE.replace("<= 1", "<= 2"),
+        MBPP_927_CODE.replace("return lDepth+1", "return lDepth"),
+        NODE + "def max_height(node):\n    return node.data + 2\n",  # right for `root` only
+    ]
+    verdicts = verifier.verify_batch(near_misses, [MBPP_533, MBPP_367, MBPP_927, MBPP_927])
+    assert [v.correct for v in verdicts] == [False] * 4, verdicts
+
+
+def test_the_tests_functions_and_builtins_go_to_the_program(verifier):
+    answer = {"test_list": [
+        "assert apply_all([1, 2, 3], lambda x: x * 10) == [10, 20, 30]",
+        "assert sort_by(['bb', 'a', 'ccc'], key=len) == ['a', 'bb', 'ccc']",
+        "assert sort_by([3, 1, 2], key=lambda x: -x) == [3, 2, 1]",
+        "assert apply_all([1, 2], lambda x: apply_all([x], lambda y: y + 1)) == [[2], [3]]",  # calls nest
+        "assert apply_all(['7', 'x'], safe_int) == [7, None]",  # a test-defined function that catches
+        "assert kinds([1, 'a', 2.0]) == [int, str, float]",  # built-in types come back as the judge's
+    ],
+        "test_setup_code": "def safe_int(s):\n    try:\n        return int(s)\n    except ValueError:\n        return None\n"}
+    program = (
+        "def apply_all(xs, f):\n    return [f(x) for x in xs]\n"
+        "def sort_by(xs, key):\n    return sorted(xs, key=key)\n"
+        "def kinds(xs):\n    return [type(x) for x in xs]\n"
+    )
+    assert verifier.verify(program, answer).correct
+    raising = {"test": "def boom(x):\n    raise ValueError('no')\nassert guarded([1, 2], boom) == 'ValueError: no'\n"}
+    guarded = "def guarded(xs, f):\n    try:\n        f(xs[0])\n    except ValueError as exc:\n        return f'ValueError: {exc}'\n"
+    assert verifier.verify(guarded, raising).correct
+    assert not verifier.verify(program.replace("f(x) for", "x for"), answer).correct
+
+
 # ---------------------------------------------------------------------------------------------
 # stdin/stdout
 

@@ -160,6 +160,7 @@ _OPERATIONS = {
     "eq": operator.eq, "ne": operator.ne, "lt": operator.lt, "le": operator.le, "gt": operator.gt, "ge": operator.ge,
     "add": operator.add, "sub": operator.sub, "mul": operator.mul, "truediv": operator.truediv,
     "floordiv": operator.floordiv, "mod": operator.mod, "pow": operator.pow,
+    "setitem": operator.setitem, "setattr": setattr,
 }
 _MUTABLE_TYPES = (list, dict, set, bytearray)
 # Items fetched per "next" request when the judge iterates over a program's iterator.
@@ -167,10 +168,17 @@ ITERATION_BATCH = 64
 
 
 class _ObjectTable:
-    """Objects the judge holds handles to (anything that is not plain data)."""
+    """Objects the judge holds handles to (anything that is not plain data), and the stand-ins for
+    the test's functions the judge passed in (:class:`JudgeFunction`)."""
 
     def __init__(self) -> None:
         self.objects: dict[int, Any] = {}
+        self.callbacks: dict[int, JudgeFunction] = {}
+        # Set by serve_functions: the requests pipe's reader and the replies pipe (a callback
+        # talks over both while the judge waits for the call that made it).
+        self.requests: codec.FrameReader | None = None
+        self.replies_fd = -1
+        self.namespace: dict = {}
 
     def handle(self, obj: Any) -> list:
         key = id(obj)
@@ -178,8 +186,11 @@ class _ObjectTable:
         return ["h", key, type(obj).__name__]
 
     def non_plain(self, obj: Any) -> list:
-        """Wire form of a value that is not plain data: a numpy scalar's Python value, else a handle."""
+        """Wire form of a value that is not plain data: a numpy scalar's Python value, a test's
+        function given back, else a handle."""
         kind = type(obj)
+        if kind is JudgeFunction:
+            return ["cb", obj.key]
         if kind.__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "shape", None) == ():
             try:
                 return codec.encode(obj.item())
@@ -187,11 +198,63 @@ class _ObjectTable:
                 pass
         return self.handle(obj)
 
-    def resolve(self, key: int, _name: str) -> Any:
+    def resolve(self, key: int, name: Any) -> Any:
+        if name is codec.CALLBACK:
+            function = self.callbacks.get(key)
+            if function is None:
+                function = self.callbacks[key] = JudgeFunction(self, key)
+            return function
         try:
             return self.objects[key]
         except KeyError:
             raise codec.ProtocolError(f"unknown handle {key}") from None
+
+
+class JudgeFunction:
+    """Stand-in for a function of the tests (a lambda, a ``key=``): calling it asks the judge to
+    run it there, with the arguments as plain data or handles, and waits for its value.
+
+    While it waits, the judge may call into the program again (the test's function calls the
+    program's): those requests are answered here, in order.
+    """
+
+    __slots__ = ("table", "key")
+
+    def __init__(self, table: _ObjectTable, key: int) -> None:
+        self.table = table
+        self.key = key
+
+    def __repr__(self) -> str:
+        return "<function of the tests>"
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        table = self.table
+        if table.requests is None:
+            raise RuntimeError("a function of the tests can be called only while the tests run")
+        _reply(table.replies_fd, ["cb", self.key, [_to_plain(a, table) for a in args],
+                                  {str(k): _to_plain(v, table) for k, v in kwargs.items()}])
+        while True:
+            try:
+                message = table.requests.recv()
+            except (EOFError, OSError, codec.ProtocolError):
+                _flush_streams()
+                os._exit(0)
+            if type(message) is list and message and message[0] == "r":
+                return codec.decode(message[1], table.resolve)
+            if type(message) is list and message and message[0] == "rx":
+                raise _judge_exception(str(message[1]), str(message[2]))
+            _serve_one(message, table)
+
+
+def _judge_exception(type_name: str, message: str) -> BaseException:
+    """The exception a test's function raised, as a built-in exception where it is one."""
+    cls = codec.BUILTINS.get(type_name)
+    if isinstance(cls, type) and issubclass(cls, Exception):
+        try:
+            return cls(message)
+        except Exception:
+            pass
+    return RuntimeError(f"{type_name}: {message}")
 
 
 def _to_plain(value: Any, table: _ObjectTable) -> Any:
@@ -223,26 +286,32 @@ def serve_functions(source: str, requests_fd: int, replies_fd: int, module_name:
         os._exit(1)
     _flush_streams()
     _reply(replies_fd, ["loaded"])
-    namespace = module.__dict__
-    requests = codec.FrameReader(requests_fd)
+    table.namespace = module.__dict__
+    table.requests = requests = codec.FrameReader(requests_fd)
+    table.replies_fd = replies_fd
     while True:
         try:
             request = requests.recv()
         except (EOFError, OSError, codec.ProtocolError):
             _flush_streams()
             os._exit(0)
-        try:
-            reply = _answer(request, namespace, table)
-        except BaseException as exc:
-            reply = ["x", type(exc).__name__, _describe(exc)]
-        _flush_streams()
-        _reply(replies_fd, reply)
+        _serve_one(request, table)
 
 
-def _answer(request: list, namespace: dict, table: _ObjectTable) -> list:
+def _serve_one(request: Any, table: _ObjectTable) -> None:
+    try:
+        reply = _answer(request, table)
+    except BaseException as exc:
+        reply = ["x", type(exc).__name__, _describe(exc)]
+    _flush_streams()
+    _reply(table.replies_fd, reply)
+
+
+def _answer(request: list, table: _ObjectTable) -> list:
     op = request[0]
     if op == "get":
         name = request[1]
+        namespace = table.namespace
         if name not in namespace:
             return ["x", "NameError", f"name {name!r} is not defined"]
         return ["v", _to_plain(namespace[name], table)]

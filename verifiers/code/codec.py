@@ -20,12 +20,21 @@ container or other type is a JSON list whose first item is a one/two-letter tag:
 ``C``  collections.Counter (as ``d``)   ``O``  collections.OrderedDict (as ``d``)
 ``dd`` defaultdict (factory name, as d) ``q``  collections.deque (maxlen, items...)
 ``e``  Ellipsis                         ``h``  handle to a candidate object (id, type name)
+``T``  a built-in type or pure built-in ``cb`` a function of the tests (id), called back
+       function, by name (``int``,             in the judge when the program calls it
+       ``len``: :data:`BUILTINS`)
 =====  ===============================  =====  ===============================
+
+``T`` lets a test pass ``int`` to the program (MBPP 533) and the program return one: each side
+gets its *own* built-in, so nothing of the other process crosses. ``cb`` lets a test pass a
+lambda or a function of its own: the program gets a stand-in whose calls travel back to the
+judge with plain data, and the function runs there (see ``judge.Connection``).
 
 Frames: 4-byte big-endian length, then that many bytes of UTF-8 JSON (:func:`send_frame`, :class:`FrameReader`).
 """
 from __future__ import annotations
 
+import builtins
 import collections
 import decimal
 import fractions
@@ -42,6 +51,28 @@ MAX_DEPTH = 200
 
 _SMALL_INT = 1 << 63
 _DEFAULTDICT_FACTORIES = {"int": int, "float": float, "str": str, "list": list, "dict": dict, "set": set, "tuple": tuple, "bool": bool}
+
+
+# The built-ins that cross by name: every built-in type (``int``, ``list``, ``ValueError``) and
+# the pure built-in functions tests pass as keys. Taken when this module is imported, before any
+# program runs: a program that rebinds ``builtins.int`` sends a handle, not a name.
+_PURE_BUILTIN_FUNCTIONS = ("abs", "all", "any", "ascii", "bin", "callable", "chr", "divmod", "hash", "hex", "isinstance",
+                           "issubclass", "len", "max", "min", "oct", "ord", "pow", "repr", "round", "sorted", "sum")
+BUILTINS = {
+    name: value for name, value in vars(builtins).items()
+    if not name.startswith("_") and (type(value) is type or name in _PURE_BUILTIN_FUNCTIONS)
+}
+_BUILTIN_NAMES = {id(value): name for name, value in BUILTINS.items()}
+
+
+class _Callback:
+    def __repr__(self) -> str:
+        return "CALLBACK"
+
+
+# What ``decode`` passes as the type name to ``on_handle`` for a ``cb`` value: never a ``str``, so
+# a program's class, whatever name it gives itself, cannot pass for a callback.
+CALLBACK = _Callback()
 
 
 class ProtocolError(Exception):
@@ -104,6 +135,9 @@ def encode(value: Any, on_other: Callable[[Any], list] | None = None, depth: int
         return ["q", value.maxlen, *[encode(v, on_other, depth) for v in value]]
     if value is Ellipsis:
         return ["e"]
+    name = _BUILTIN_NAMES.get(id(value))
+    if name is not None and BUILTINS[name] is value:
+        return ["T", name]
     return _other(value, on_other)
 
 
@@ -124,8 +158,9 @@ def _other(value: Any, on_other: Callable[[Any], list] | None) -> Any:
 def decode(wire: Any, on_handle: Callable[[int, str], Any] | None = None, depth: int = 0) -> Any:
     """Rebuild a value from its wire form, building only the built-in types of the table above.
 
-    ``on_handle(id, type_name)`` makes the local stand-in for a ``["h", id, name]`` handle;
-    without it a handle is a :class:`ProtocolError`. Malformed input raises :class:`ProtocolError`.
+    ``on_handle(id, type_name)`` makes the local stand-in for a ``["h", id, name]`` handle, and
+    ``on_handle(id, CALLBACK)`` the one for a ``["cb", id]`` callback; without it either is a
+    :class:`ProtocolError`. Malformed input raises :class:`ProtocolError`.
     """
     kind = type(wire)
     if wire is None or kind is bool or kind is str or kind is float:
@@ -182,6 +217,12 @@ def decode(wire: Any, on_handle: Callable[[int, str], Any] | None = None, depth:
             if on_handle is None:
                 raise ProtocolError("unexpected handle")
             return on_handle(_int(rest[0]), _text(rest[1]))
+        if tag == "T":
+            return BUILTINS[_text(rest[0])]
+        if tag == "cb":
+            if on_handle is None:
+                raise ProtocolError("unexpected callback")
+            return on_handle(_int(rest[0]), CALLBACK)
     except ProtocolError:
         raise
     except (TypeError, ValueError, KeyError, IndexError, ArithmeticError, decimal.InvalidOperation) as exc:

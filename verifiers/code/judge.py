@@ -18,6 +18,18 @@ Operations between handles (``sorted`` over objects of a class the program defin
 between two such objects) do run the program's methods: a test that asks for that trusts the
 program's semantics by construction, as it would in-process. A handle next to a plain value
 answers ``NotImplemented`` for comparisons and arithmetic.
+
+What the judge takes from the program (:class:`TestNamespace`): the functions under test (the
+entry point; for MBPP and plain asserts, also the functions and classes the tests name and
+nothing trusted defines), never a module, a built-in or a helper of the problem's prompt.
+Everything else a test names resolves here: its own definitions and imports, the set-up code,
+the prompt's helpers, built-ins and the standard library's modules by name.
+
+What a test may hand the program besides plain data: built-in types and pure built-in functions
+(by name: the program gets its own ``int``), its own functions and lambdas (the program gets a
+stand-in; each call comes back here with plain data and runs in this process, see
+:meth:`Connection.receive`), and the program's objects (handles; attributes set on them, as
+MBPP 367's set-up code builds a tree of the program's ``Node``, are set in the program).
 """
 from __future__ import annotations
 
@@ -69,6 +81,8 @@ class Connection:
         self.calls = 0
         # The exception types the program raised, most recent last (labels a failure).
         self.raised: list[str] = []
+        # The tests' functions passed to the program, by the key it calls them back with.
+        self.callbacks: dict[int, Any] = {}
 
     def send(self, message: list) -> None:
         try:
@@ -77,13 +91,18 @@ class Connection:
             raise CandidateDied(f"the program's process ended during the tests ({exc})") from None
 
     def receive(self) -> list:
-        """The program's reply to the oldest request not yet answered."""
-        try:
-            reply = self.replies.recv()
-        except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
-            raise CandidateDied(f"the program's process ended during the tests ({exc})") from None
-        if type(reply) is not list or not reply:
-            raise codec.ProtocolError("malformed reply")
+        """The program's reply to the oldest request not yet answered (running the tests' functions
+        the program calls back meanwhile)."""
+        while True:
+            try:
+                reply = self.replies.recv()
+            except (EOFError, BrokenPipeError, ConnectionResetError) as exc:
+                raise CandidateDied(f"the program's process ended during the tests ({exc})") from None
+            if type(reply) is not list or not reply:
+                raise codec.ProtocolError("malformed reply")
+            if reply[0] != "cb":
+                break
+            self._call_back(reply)
         if reply[0] == "x":
             type_name, message_text = str(reply[1]), str(reply[2])
             self.raised.append(type_name)
@@ -96,11 +115,46 @@ class Connection:
         self.send(message)
         return self.receive()
 
+    def _call_back(self, message: list) -> None:
+        """Run the tests' function the program called (``["cb", key, args, kwargs]``) and send its
+        value, or the exception it raised, back on the requests pipe."""
+        if len(message) != 4 or type(message[2]) is not list or type(message[3]) is not dict:
+            raise codec.ProtocolError("malformed callback")
+        function = self.make_handle(message[1], codec.CALLBACK) if type(message[1]) is int else None
+        if function is None:
+            raise codec.ProtocolError("malformed callback")
+        args = [codec.decode(a, self.make_handle) for a in message[2]]
+        kwargs = {str(k): codec.decode(v, self.make_handle) for k, v in message[3].items()}
+        try:
+            answer = ["r", _encode_argument(self, function(*args, **kwargs))]
+        except (CandidateDied, CandidateError, codec.ProtocolError, MissingName):
+            raise  # not the test function's own failure: it ends the tests
+        except Exception as exc:
+            answer = ["rx", type(exc).__name__, str(exc)[:2000]]
+        self.send(answer)
+
     def value(self, reply: list) -> Any:
         return codec.decode(reply[1], self.make_handle)
 
-    def make_handle(self, key: int, type_name: str) -> "RemoteObject":
+    def make_handle(self, key: int, type_name: Any) -> Any:
+        if type_name is codec.CALLBACK:
+            try:
+                return self.callbacks[key]
+            except KeyError:
+                raise codec.ProtocolError(f"unknown callback {key}") from None
         return RemoteObject(self, key, type_name)
+
+    def non_plain(self, obj: Any) -> list:
+        """What an argument that is not plain data becomes on its way to the program: the program's
+        own object (a handle), or a function of the tests, which the program calls back here."""
+        if isinstance(obj, RemoteObject):
+            return ["h", obj._key, obj._type_name]
+        if callable(obj):
+            key = id(obj)
+            self.callbacks[key] = obj  # held (so the id stays this function's) until the job ends
+            return ["cb", key]
+        raise TypeError(f"cannot pass a {type(obj).__name__} to the program under test "
+                        "(only plain data, built-in types, the tests' functions and the program's own objects)")
 
     def get(self, name: str) -> Any:
         return self.value(self.request(["get", name]))
@@ -125,14 +179,8 @@ def _exception_from(type_name: str, message: str) -> BaseException:
     return CandidateError(type_name, message)
 
 
-def _handle_of(obj: Any) -> list:
-    if isinstance(obj, RemoteObject):
-        return ["h", obj._key, obj._type_name]
-    raise TypeError(f"cannot pass a {type(obj).__name__} to the program under test (only plain data and its own objects)")
-
-
-def _encode_argument(value: Any) -> Any:
-    return codec.encode(value, _handle_of)
+def _encode_argument(conn: "Connection", value: Any) -> Any:
+    return codec.encode(value, conn.non_plain)
 
 
 class RemoteObject:
@@ -141,9 +189,18 @@ class RemoteObject:
     __slots__ = ("_conn", "_key", "_type_name")
 
     def __init__(self, conn: Connection, key: int, type_name: str) -> None:
-        self._conn = conn
-        self._key = key
-        self._type_name = type_name
+        object.__setattr__(self, "_conn", conn)
+        object.__setattr__(self, "_key", key)
+        object.__setattr__(self, "_type_name", type_name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        # ``root.left = Node(2)`` in MBPP 367's set-up code: the attribute is set program-side.
+        if name.startswith("__") or name in RemoteObject.__slots__:
+            raise AttributeError(f"cannot set {name!r} on an object of the program under test")
+        self._op("setattr", name, value)
+
+    def __setitem__(self, key: Any, value: Any) -> None:
+        self._op("setitem", key, value)
 
     def __repr__(self) -> str:  # local: never asks the program (used in assertion messages)
         return f"<{self._type_name} object of the program under test>"
@@ -152,7 +209,7 @@ class RemoteObject:
         conn = self._conn
         conn.calls += 1
         reply = conn.request(
-            ["call", self._key, [_encode_argument(a) for a in args], {str(k): _encode_argument(v) for k, v in kwargs.items()}]
+            ["call", self._key, [_encode_argument(conn, a) for a in args], {str(k): _encode_argument(conn, v) for k, v in kwargs.items()}]
         )
         result = conn.value(reply)
         for index, wire in reply[2] if len(reply) > 2 and type(reply[2]) is list else []:
@@ -165,7 +222,8 @@ class RemoteObject:
         return self._conn.value(self._conn.request(["attr", self._key, name]))
 
     def _op(self, name: str, *args: Any) -> Any:
-        return self._conn.value(self._conn.request(["op", self._key, name, [_encode_argument(a) for a in args]]))
+        conn = self._conn
+        return conn.value(conn.request(["op", self._key, name, [_encode_argument(conn, a) for a in args]]))
 
     def _typed_op(self, name: str, kind: type) -> Any:
         value = self._op(name)

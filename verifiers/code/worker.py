@@ -207,16 +207,13 @@ def _prewarm(rounds: int = 16) -> None:
             module = candidate._fresh_module(name, filename)
             exec(compile(source, filename, "exec"), module.__dict__)
             table = candidate._ObjectTable()
-            namespace = module.__dict__
+            table.namespace = module.__dict__
+            table.replies_fd = replies_w
             codec.send_frame(requests_w, ["get", "f"])
-            reply = candidate._answer(program_side.recv(), namespace, table)
-            candidate._flush_streams()
-            candidate._reply(replies_w, reply)
+            candidate._serve_one(program_side.recv(), table)
             handle = codec.decode(judge_side.recv()[1], lambda key, type_name: key)
             codec.send_frame(requests_w, ["call", handle, [codec.encode(2.5), codec.encode([1, (True, None), "a"])], {}])
-            reply = candidate._answer(program_side.recv(), namespace, table)
-            candidate._flush_streams()
-            candidate._reply(replies_w, reply)
+            candidate._serve_one(program_side.recv(), table)
             codec.decode(judge_side.recv()[1], lambda key, type_name: None)
     except Exception:
         pass  # only an optimisation

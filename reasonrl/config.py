@@ -35,6 +35,7 @@ class ConfigError(_BaseConfigError):
 # Schema
 # ----------------------------------------------------------------------------------------------
 
+# Other spellings of registered advantage estimators (the estimator registry accepts them too).
 ESTIMATOR_ALIASES = {
     "drgrpo": "dr_grpo",
     "reinforce++": "reinforce_plus_plus",
@@ -42,10 +43,6 @@ ESTIMATOR_ALIASES = {
     "reinforce_pp": "reinforce_plus_plus",
     "ppo": "gae",
 }
-Estimator = Literal[
-    "grpo", "dr_grpo", "drgrpo", "rloo", "reinforce_plus_plus", "reinforce++", "reinforce_plus_plus_baseline",
-    "reinforce++-baseline", "remax", "ppo", "gae",
-]
 
 
 @dataclass(frozen=True)
@@ -75,6 +72,8 @@ class SFTConfig:
     batch_size: int = 64  # sequences per step
     lr: float = 2e-3  # peak learning rate (AdamW)
     warmup_steps: int = 50  # linear warm-up steps
+    lr_schedule: str = "constant"  # after the warm-up: constant | linear | cosine (decay to min_lr_ratio * lr at max_steps)
+    min_lr_ratio: float = 0.0  # linear/cosine: final learning rate as a share of lr, in [0, 1]
     weight_decay: float = 0.0
     grad_clip: float = 1.0  # max gradient norm (0 = off)
     target_accuracy: float = 0.3  # stop once validation sampled accuracy >= this (0 = train max_steps)
@@ -84,6 +83,9 @@ class SFTConfig:
     solution_field: str = "worked_solution"  # metadata field holding the SFT target text
     max_length: int = 512  # longest prompt + solution in tokens (longer examples are skipped)
     cache: bool = True  # reuse a finished warm-up with the same config hash (REASONRL_CACHE)
+
+    def __post_init__(self) -> None:
+        _check_schedule(self, "sft")
 
 
 @dataclass(frozen=True)
@@ -103,25 +105,28 @@ class RolloutConfig:
 class AlgorithmConfig:
     """Which RL algorithm and its knobs (formulas in ALGORITHMS.md).
 
-    ``estimator``: grpo | dr_grpo | rloo | reinforce_plus_plus | reinforce_plus_plus_baseline | remax |
-    ppo (= gae with a value head); aliases drgrpo, reinforce++, reinforce++-baseline.
+    The four named pieces (``estimator``, ``policy_loss``, ``kl_estimator``, ``loss_agg_mode``)
+    and ``kl_controller`` are checked against their registries (:mod:`reasonrl.algorithms`); each
+    also takes ``path/to/file.py:name``, a function the user's file registers with the matching
+    ``register_*`` decorator (see :mod:`reasonrl.registry`).
     """
 
-    estimator: Estimator = "grpo"
+    estimator: str = "grpo"  # advantage estimator: grpo | dr_grpo | rloo | reinforce_plus_plus | reinforce_plus_plus_baseline | remax | ppo (= gae, value head); aliases drgrpo, reinforce++, reinforce++-baseline
     norm_by_std: bool = True  # GRPO divides by the group std (False = Dr. GRPO)
     std_scope: Literal["group", "batch"] = "group"
     gamma: float = 1.0  # discount for token-level estimators
     lam: float = 0.95  # GAE lambda (ppo)
-    policy_loss: Literal["ppo_clip", "vanilla_pg"] = "ppo_clip"
+    policy_loss: str = "ppo_clip"  # ppo_clip | vanilla_pg
     clip_low: float = 0.2  # PPO epsilon_low
     clip_high: float = 0.2  # PPO epsilon_high (DAPO clip-higher: 0.28)
     dual_clip_c: float = 0.0  # dual clip constant for A < 0 (0 = off; papers use 3)
-    kl_coef: float = 0.0  # beta; > 0 loads a frozen reference model
-    kl_estimator: Literal["k1", "k2", "k3"] = "k3"
+    kl_coef: float = 0.0  # beta (the initial beta under kl_controller=adaptive); > 0 loads a frozen reference model
+    kl_estimator: str = "k3"  # k1 | k2 | k3 (aliases kl, mse, low_var_kl)
     kl_in: Literal["loss", "reward"] = "loss"  # GRPO: loss; REINFORCE++/PPO: reward
-    loss_agg_mode: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm"] = (
-        "token-mean"
-    )
+    kl_controller: str = "fixed"  # fixed: beta = kl_coef throughout | adaptive: beta steered toward kl_target (Ziegler et al.)
+    kl_target: float = 6.0  # adaptive: KL per response (summed over its tokens) to hold, in nats
+    kl_horizon: int = 10000  # adaptive: beta moves by at most 20% per this many sampled responses
+    loss_agg_mode: str = "token-mean"  # token-mean | seq-mean-token-mean | seq-mean-token-sum | seq-mean-token-sum-norm
     dynamic_sampling: bool = False  # DAPO: drop all-correct/all-wrong groups and sample more prompts
     max_sampling_rounds: int = 4  # dynamic sampling: rollout rounds per step at most
     overlong_buffer: int = 0  # DAPO overlong shaping buffer in tokens (0 = off)
@@ -129,22 +134,43 @@ class AlgorithmConfig:
     vf_coef: float = 0.5  # ppo: value loss weight
     value_clip: float = 0.2  # ppo: value clip range
 
+    def __post_init__(self) -> None:
+        from reasonrl import algorithms  # torch: only once a config is built, never at import
+
+        for key, registry in (
+            ("estimator", algorithms.ADVANTAGE_ESTIMATOR_REGISTRY),
+            ("policy_loss", algorithms.POLICY_LOSS_REGISTRY),
+            ("kl_estimator", algorithms.KL_ESTIMATOR_REGISTRY),
+            ("loss_agg_mode", algorithms.LOSS_AGGREGATION_REGISTRY),
+            ("kl_controller", algorithms.KL_CONTROLLER_REGISTRY),
+        ):
+            _check_registered(f"algorithm.{key}", getattr(self, key), registry)
+        if self.kl_target <= 0 or self.kl_horizon <= 0:
+            raise ConfigError(f"algorithm.kl_target and kl_horizon must be > 0, got {self.kl_target} and {self.kl_horizon}")
+        if algorithms.KL_CONTROLLER_REGISTRY.resolve(self.kl_controller) == "adaptive" and self.kl_coef <= 0:
+            raise ConfigError("algorithm.kl_controller=adaptive needs algorithm.kl_coef > 0 (its initial beta; 0 would stay 0)")
+
 
 @dataclass(frozen=True)
 class OptimConfig:
     """Optimizer and update schedule of the policy."""
 
-    lr: float = 2e-4
+    lr: float = 2e-4  # peak learning rate (AdamW)
     weight_decay: float = 0.0
     beta1: float = 0.9
     beta2: float = 0.99
-    warmup_steps: int = 0
+    warmup_steps: int = 0  # linear warm-up from 0 over this many steps
+    lr_schedule: str = "constant"  # after the warm-up: constant | linear | cosine (decay to min_lr_ratio * lr at the last step)
+    min_lr_ratio: float = 0.0  # linear/cosine: final learning rate as a share of lr, in [0, 1]
     grad_clip: float = 1.0  # max gradient norm (0 = off)
     epochs: int = 1  # passes over each rollout batch (PPO epochs)
     minibatch_size: int = 0  # sequences per optimizer step (0 = the whole batch, one step per rollout)
     micro_batch_size: int = 0  # sequences per forward/backward (gradient accumulation; 0 = the minibatch)
     gradient_checkpointing: bool = False  # recompute activations in backward (large models)
     share_prompt_forward: bool = True  # forward each distinct prompt once per micro-batch (exact; saves compute)
+
+    def __post_init__(self) -> None:
+        _check_schedule(self, "optim")
 
 
 @dataclass(frozen=True)
@@ -195,6 +221,8 @@ class TrainConfig:
     vllm_gpu_memory_utilization: float = 0.0  # vllm engine: memory share (host RAM on CPU); 0 = engine default
     verify_workers: int = 0  # verifier worker processes (0 = in this process)
     verify_timeout: float = 10.0  # seconds per verification
+    verifier_options: dict = field(default_factory=dict)  # options of the task's verifier, as `reasonrl verify --option` takes them: {format: logic-rl}, {strict: true}
+    rewards: tuple = ()  # reward components summed with weights: [{name: task}, {name: format, weight: 0.5, options: {}}]; a name is task, a verifier, a rewarder or path/to/file.py:name; empty = the task's verifier alone
     progress: bool = True  # tqdm progress bar
     tensorboard: bool = False  # also log to TensorBoard (needs tensorboard installed)
     wandb: bool = False  # also log to Weights & Biases (needs wandb installed)
@@ -219,15 +247,22 @@ class TrainConfig:
             raise ConfigError("rollout.temperature must be > 0 for RL sampling")
         if not 0 < self.rollout.top_p <= 1:
             raise ConfigError(f"rollout.top_p must be in (0, 1], got {self.rollout.top_p}")
-        if self.algorithm.estimator in ("grpo", "dr_grpo", "drgrpo", "rloo") and self.rollout.group_size < 2:
+        from reasonrl.algorithms import ADVANTAGE_ESTIMATOR_REGISTRY, estimator_needs, is_token_level
+
+        estimator = self.estimator_name
+        if "groups" in estimator_needs(estimator) and self.rollout.group_size < 2:
             raise ConfigError(f"algorithm.estimator={self.algorithm.estimator} needs rollout.group_size >= 2")
-        if self.algorithm.kl_in == "reward" and self.algorithm.kl_coef > 0 and self.estimator_name in (
-            "grpo", "dr_grpo", "rloo"
-        ):
+        if self.algorithm.kl_in == "reward" and self.algorithm.kl_coef > 0 and not is_token_level(estimator):
+            token_level = [name for name in ADVANTAGE_ESTIMATOR_REGISTRY.names() if is_token_level(name)]
             raise ConfigError(
-                f"algorithm.kl_in=reward needs a token-level estimator (reinforce_plus_plus, "
-                f"reinforce_plus_plus_baseline, remax, ppo); {self.algorithm.estimator} takes KL in the loss"
+                f"algorithm.kl_in=reward needs a token-level estimator ({', '.join(token_level)}); "
+                f"{self.algorithm.estimator} takes KL in the loss"
             )
+        if self.rewards:
+            from reasonrl.trainers.rewards import normalize_reward_components
+
+            # Defaults filled in, so the saved config.yaml spells out every weight.
+            object.__setattr__(self, "rewards", normalize_reward_components(self.rewards))
 
     def check_world_size(self, world_size: int) -> None:
         """Reject settings a run over ``world_size`` ranks cannot split evenly (every rank must run
@@ -252,8 +287,11 @@ class TrainConfig:
 
     @property
     def estimator_name(self) -> str:
-        """The registered advantage estimator (aliases resolved)."""
-        return ESTIMATOR_ALIASES.get(self.algorithm.estimator, self.algorithm.estimator)
+        """The registered advantage estimator: aliases resolved; for ``file.py:name``, the name the
+        file registered (importing the file), or the spec itself when the file only defines it."""
+        from reasonrl.algorithms import ADVANTAGE_ESTIMATOR_REGISTRY
+
+        return ADVANTAGE_ESTIMATOR_REGISTRY.resolve(self.algorithm.estimator)
 
     @property
     def is_tiny(self) -> bool:
@@ -268,6 +306,21 @@ class TrainConfig:
             return Path(self.output_dir)
         model_name = "tiny" if self.is_tiny else Path(self.model.rstrip("/")).name or "model"
         return Path("runs") / f"{self.task}-{model_name}-seed{self.seed}"
+
+
+def _check_registered(key: str, value: str, registry: Any) -> None:
+    try:
+        registry.resolve(value)
+    except ConfigError as exc:
+        raise ConfigError(f"{key}: {exc}") from None
+
+
+def _check_schedule(section: Any, name: str) -> None:
+    from reasonrl.algorithms.schedules import LR_SCHEDULE_REGISTRY
+
+    _check_registered(f"{name}.lr_schedule", section.lr_schedule, LR_SCHEDULE_REGISTRY)
+    if not 0.0 <= section.min_lr_ratio <= 1.0:
+        raise ConfigError(f"{name}.min_lr_ratio must be in [0, 1], got {section.min_lr_ratio}")
 
 
 def _check_positive(obj: Any, names: tuple[str, ...], section: str = "") -> None:
@@ -518,8 +571,10 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
         raise ConfigError(f"{key}: expected a string, got {value!r}")
     if hint is tuple or origin is tuple:
         if isinstance(value, str):
-            parsed = _parse_scalar(value) if value.strip().startswith("[") else [v for v in value.split(",") if v]
-            value = parsed
+            # A YAML flow sequence ("[{name: task}, {name: format, weight: 0.5}]") or mapping (one
+            # entry) is parsed; anything else is a comma-separated list of strings.
+            flow = value.strip().startswith(("[", "{"))
+            value = _parse_scalar(value) if flow else [v for v in value.split(",") if v]
         if value is None:
             return ()
         if not isinstance(value, (list, tuple)):

@@ -22,17 +22,14 @@ by ``datasets.Dataset.save_to_disk``, a list of rows or a ``datasets.Dataset``
 from __future__ import annotations
 
 import difflib
-import importlib
-import importlib.abc
-import importlib.util
 import json
 import os
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from reasonrl import verifiers as _verifiers
+from reasonrl.registry import import_module_or_file
 from reasonrl.verifiers.base import Verifier
 
 
@@ -232,40 +229,8 @@ def get_task(name: str) -> Task:
     return _TASKS[name]
 
 
-def _import_task_module(module: str):
-    """Import ``module``: a dotted module path, or a ``.py`` file path (``examples/my_task.py``).
-
-    A file is imported under a name that encodes its absolute path (see :class:`_TaskFileFinder`),
-    so a worker process started fresh (forkserver/spawn, as the batch verifier uses) can import it
-    again when it unpickles a verifier class defined there.
-    """
-    if module.endswith(".py") or os.sep in module or "/" in module:
-        path = Path(module).resolve()
-        if not path.is_file():
-            raise ValueError(f"task module file {module!r} does not exist")
-        return importlib.import_module(_TASK_FILE_PREFIX + str(path).encode("utf-8").hex())
-    return importlib.import_module(module)
-
-
-_TASK_FILE_PREFIX = "reasonrl_task_file_"
-
-
-class _TaskFileFinder(importlib.abc.MetaPathFinder):
-    """Resolves ``reasonrl_task_file_<hex of an absolute path>`` to that ``.py`` file, in any process
-    that has imported reasonrl (one import per file, whatever spelling of the path was used)."""
-
-    def find_spec(self, fullname: str, path: Any = None, target: Any = None):
-        if not fullname.startswith(_TASK_FILE_PREFIX):
-            return None
-        try:
-            file = bytes.fromhex(fullname[len(_TASK_FILE_PREFIX):]).decode("utf-8")
-        except ValueError:
-            return None
-        return importlib.util.spec_from_file_location(fullname, file) if os.path.isfile(file) else None
-
-
-if not any(isinstance(finder, _TaskFileFinder) for finder in sys.meta_path):
-    sys.meta_path.append(_TaskFileFinder())
+# The loader lives with the registries, which load user files the same way (``file.py:name``).
+_import_task_module = import_module_or_file
 
 
 def list_tasks() -> list[Task]:

@@ -2,10 +2,15 @@
 
 Every estimator is ``fn(inputs: AdvantageInputs, config: AdvantageConfig) -> (advantages, returns)``,
 both ``(B, T)`` and 0 outside the response mask. New inputs go into :class:`AdvantageInputs`
-(never into special cases at the call site); a new estimator is one decorated function::
+(never into special cases at the call site); a new estimator is one decorated function that
+declares what it needs from the trainer (:data:`ESTIMATOR_NEEDS`)::
 
-    @register_advantage_estimator("my_estimator")
+    @register_advantage_estimator("my_estimator", token_level=False, needs=("groups",))
     def my_estimator(inputs, config): ...
+
+and a trainer asks :func:`estimator_needs` / :func:`is_token_level` rather than testing names.
+Written in a user's file, it is selected as ``algorithm.estimator: path/to/file.py:my_estimator``
+(see :mod:`reasonrl.registry`).
 
 Formulas (ALGORITHMS.md):
 
@@ -45,13 +50,15 @@ Choices worth knowing:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
+from typing import Callable, Iterable
 
 import torch
 
 from reasonrl.algorithms.aggregation import masked_whiten
 from reasonrl.algorithms.kl import get_kl_estimator, kl_penalty
 from reasonrl.algorithms.value import compute_gae, discounted_returns
+from reasonrl.config import ESTIMATOR_ALIASES
+from reasonrl.registry import Registry
 
 
 @dataclass
@@ -106,10 +113,7 @@ class AdvantageConfig:
     whiten_gae_advantages: bool = True
 
     def __post_init__(self) -> None:
-        if self.estimator not in _ADVANTAGE_ESTIMATORS:
-            raise ValueError(
-                f"unknown advantage estimator {self.estimator!r}; valid choices: {', '.join(ADVANTAGE_ESTIMATORS)}"
-            )
+        ADVANTAGE_ESTIMATOR_REGISTRY.resolve(self.estimator)  # raises with the valid choices
         if self.std_scope not in STD_SCOPES:
             raise ValueError(f"unknown std_scope {self.std_scope!r}; valid choices: {', '.join(STD_SCOPES)}")
         get_kl_estimator(self.kl_estimator)  # raises with the valid choices
@@ -125,37 +129,54 @@ class AdvantageConfig:
 
 STD_SCOPES = ("group", "batch")
 AdvantageEstimator = Callable[[AdvantageInputs, AdvantageConfig], "tuple[torch.Tensor, torch.Tensor]"]
-_ADVANTAGE_ESTIMATORS: dict[str, AdvantageEstimator] = {}
-# The list other modules import; kept in registration order and updated by the decorator.
-ADVANTAGE_ESTIMATORS: list[str] = []
-# Estimators that build per-token rewards, so they can take KL-in-reward and dense rewards.
-TOKEN_LEVEL_ESTIMATORS: set[str] = set()
+# What an estimator may declare it needs, so a trainer asks the registry instead of testing names.
+ESTIMATOR_NEEDS = {
+    "critic": "a value model: values (B, T) at rollout time in AdvantageInputs (gae / ppo)",
+    "greedy_baseline": "one extra greedy response per prompt, its reward in baseline_rewards (remax)",
+    "groups": "several responses per prompt (rollout.group_size >= 2): the baseline comes from the group",
+}
+ADVANTAGE_ESTIMATOR_REGISTRY: Registry[AdvantageEstimator] = Registry(
+    "advantage estimator", aliases=ESTIMATOR_ALIASES, defaults={"token_level": False, "needs": frozenset()}
+)
+# The registered names, live (later registrations appear), for modules that import the list.
+ADVANTAGE_ESTIMATORS = ADVANTAGE_ESTIMATOR_REGISTRY.live_names()
 
 
-def register_advantage_estimator(name: str, *, token_level: bool = False) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
+def register_advantage_estimator(
+    name: str, *, token_level: bool = False, needs: Iterable[str] = ()
+) -> Callable[[AdvantageEstimator], AdvantageEstimator]:
     """Decorator registering ``fn(inputs, config) -> (advantages (B,T), returns (B,T))`` as ``name``.
 
-    ``token_level=True`` declares that the estimator consumes per-token rewards (KL in the reward,
-    ``token_rewards``); outcome-only estimators reject those inputs with a clear error.
+    Args:
+        token_level: the estimator consumes per-token rewards (KL in the reward,
+            ``token_rewards``); outcome-only estimators reject those inputs with a clear error.
+        needs: what the trainer must provide, among :data:`ESTIMATOR_NEEDS`: ``"critic"``,
+            ``"greedy_baseline"``, ``"groups"``. Read back with :func:`estimator_needs`.
     """
-
-    def decorator(fn: AdvantageEstimator) -> AdvantageEstimator:
-        if name in _ADVANTAGE_ESTIMATORS:
-            raise ValueError(f"advantage estimator {name!r} is already registered")
-        _ADVANTAGE_ESTIMATORS[name] = fn
-        ADVANTAGE_ESTIMATORS.append(name)
-        if token_level:
-            TOKEN_LEVEL_ESTIMATORS.add(name)
-        return fn
-
-    return decorator
+    needs = frozenset(needs)
+    unknown = sorted(needs - set(ESTIMATOR_NEEDS))
+    if unknown:
+        raise ValueError(f"advantage estimator {name!r}: unknown needs {unknown}; valid: {', '.join(ESTIMATOR_NEEDS)}")
+    return ADVANTAGE_ESTIMATOR_REGISTRY.register(name, token_level=bool(token_level), needs=needs)
 
 
 def get_advantage_estimator(name: str) -> AdvantageEstimator:
-    """The estimator registered as ``name``; a clear error naming the choices otherwise."""
-    if name not in _ADVANTAGE_ESTIMATORS:
-        raise ValueError(f"unknown advantage estimator {name!r}; valid choices: {', '.join(ADVANTAGE_ESTIMATORS)}")
-    return _ADVANTAGE_ESTIMATORS[name]
+    """The estimator registered as ``name`` (an alias or ``file.py:name`` too); a clear error naming the choices otherwise."""
+    return ADVANTAGE_ESTIMATOR_REGISTRY.get(name)
+
+
+def estimator_needs(name: str) -> frozenset[str]:
+    """What estimator ``name`` needs from the trainer (subset of :data:`ESTIMATOR_NEEDS`).
+
+    >>> sorted(estimator_needs("gae")), sorted(estimator_needs("remax"))
+    (['critic'], ['greedy_baseline'])
+    """
+    return ADVANTAGE_ESTIMATOR_REGISTRY.metadata(name)["needs"]
+
+
+def is_token_level(name: str) -> bool:
+    """Whether estimator ``name`` builds per-token rewards (so it accepts KL in the reward and dense rewards)."""
+    return bool(ADVANTAGE_ESTIMATOR_REGISTRY.metadata(name)["token_level"])
 
 
 def compute_advantages(inputs: AdvantageInputs, config: AdvantageConfig) -> tuple[torch.Tensor, torch.Tensor]:
@@ -188,20 +209,24 @@ def _check_inputs(inputs: AdvantageInputs, config: AdvantageConfig) -> None:
             raise ValueError(f"{field_name} must have response_mask's shape {tuple(mask.shape)}, got {tuple(value.shape)}")
     if inputs.baseline_rewards is not None and inputs.baseline_rewards.shape != rewards.shape:
         raise ValueError(f"baseline_rewards must be (B,)={tuple(rewards.shape)}, got {tuple(inputs.baseline_rewards.shape)}")
-    token_level = config.estimator in TOKEN_LEVEL_ESTIMATORS
+    token_level = is_token_level(config.estimator)
     if config.kl_coef_in_reward > 0:
         if not token_level:
             raise ValueError(
-                f"kl_coef_in_reward > 0 needs a token-level estimator ({', '.join(sorted(TOKEN_LEVEL_ESTIMATORS))}); "
+                f"kl_coef_in_reward > 0 needs a token-level estimator ({', '.join(_token_level_names())}); "
                 f"{config.estimator!r} uses one reward per response: put the KL in the loss (kl_coef) instead"
             )
         if inputs.old_logprobs is None or inputs.ref_logprobs is None:
             raise ValueError("kl_coef_in_reward > 0 needs old_logprobs and ref_logprobs in AdvantageInputs")
     if inputs.token_rewards is not None and not token_level:
         raise ValueError(
-            f"token_rewards (dense rewards) need a token-level estimator ({', '.join(sorted(TOKEN_LEVEL_ESTIMATORS))}), "
+            f"token_rewards (dense rewards) need a token-level estimator ({', '.join(_token_level_names())}), "
             f"not {config.estimator!r}"
         )
+
+
+def _token_level_names() -> list[str]:
+    return [name for name in ADVANTAGE_ESTIMATOR_REGISTRY.names() if is_token_level(name)]
 
 
 def group_index(group_ids: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -261,13 +286,13 @@ def _float_rewards(inputs: AdvantageInputs) -> torch.Tensor:
 # ----------------------------------------------------------------------------- estimators
 
 
-@register_advantage_estimator("grpo")
+@register_advantage_estimator("grpo", needs=("groups",))
 def compute_grpo_advantages(inputs: AdvantageInputs, config: AdvantageConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """GRPO (and Dr. GRPO with ``norm_by_std=False``); returns equal the advantages."""
     return _grpo(inputs, config, norm_by_std=config.norm_by_std)
 
 
-@register_advantage_estimator("dr_grpo")
+@register_advantage_estimator("dr_grpo", needs=("groups",))
 def compute_dr_grpo_advantages(inputs: AdvantageInputs, config: AdvantageConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Dr. GRPO: A_i = r_i − mean_G r (no std division, whatever ``norm_by_std`` says)."""
     return _grpo(inputs, config, norm_by_std=False)
@@ -288,7 +313,7 @@ def _grpo(inputs: AdvantageInputs, config: AdvantageConfig, norm_by_std: bool) -
     return advantages, advantages.clone()
 
 
-@register_advantage_estimator("rloo")
+@register_advantage_estimator("rloo", needs=("groups",))
 def compute_rloo_advantages(inputs: AdvantageInputs, config: AdvantageConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """RLOO: A_i = r_i − mean of the other responses' rewards; 0 for single-member groups."""
     rewards = _float_rewards(inputs)
@@ -321,7 +346,7 @@ def _reinforce_plus_plus(inputs: AdvantageInputs, config: AdvantageConfig, outco
     return masked_whiten(returns, mask, config.epsilon), returns
 
 
-@register_advantage_estimator("remax", token_level=True)
+@register_advantage_estimator("remax", token_level=True, needs=("greedy_baseline",))
 def compute_remax_advantages(inputs: AdvantageInputs, config: AdvantageConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """ReMax: A_t = G_t − b, b = the greedy response's reward (``baseline_rewards``)."""
     if inputs.baseline_rewards is None:
@@ -333,7 +358,7 @@ def compute_remax_advantages(inputs: AdvantageInputs, config: AdvantageConfig) -
     return advantages, returns
 
 
-@register_advantage_estimator("gae", token_level=True)
+@register_advantage_estimator("gae", token_level=True, needs=("critic",))
 def compute_gae_advantages(inputs: AdvantageInputs, config: AdvantageConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """PPO with a critic: GAE(γ, λ) on the per-token rewards; returns are the critic's targets."""
     if inputs.values is None:

@@ -24,9 +24,23 @@ minibatch, and sum the micro-batch losses.
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
-LOSS_AGG_MODES = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum", "seq-mean-token-sum-norm")
+from reasonrl.registry import Registry
+
+# fn(loss_mat (B, T), mask (B, T) float, *, max_response_length, num_tokens, num_sequences) -> scalar
+LossAggregation = Callable[..., torch.Tensor]
+LOSS_AGGREGATION_REGISTRY: Registry[LossAggregation] = Registry("loss aggregation mode")
+# The registered mode names, live (a user's registered mode appears too).
+LOSS_AGG_MODES = LOSS_AGGREGATION_REGISTRY.live_names()
+
+
+def register_loss_aggregation(name: str) -> Callable[[LossAggregation], LossAggregation]:
+    """Decorator registering ``fn(loss_mat, mask, *, max_response_length, num_tokens, num_sequences) -> scalar``
+    (``mask`` arrives as ``loss_mat``'s dtype; the three keywords may be None, see :func:`aggregate_loss`)."""
+    return LOSS_AGGREGATION_REGISTRY.register(name)
 
 
 def masked_sum(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
@@ -89,22 +103,50 @@ def aggregate_loss(
     """
     if loss_mat.shape != mask.shape:
         raise ValueError(f"loss_mat shape {tuple(loss_mat.shape)} != mask shape {tuple(mask.shape)}")
-    mask = mask.to(loss_mat.dtype)
-    if mode == "token-mean":
-        denominator = mask.sum().clamp(min=1) if num_tokens is None else max(float(num_tokens), 1.0)
-        return masked_sum(loss_mat, mask) / denominator
-    if mode in ("seq-mean-token-mean", "seq-mean-token-sum"):
-        tokens_per_seq = mask.sum(dim=-1)
-        seq_losses = masked_sum(loss_mat, mask, dim=-1)
-        if mode == "seq-mean-token-mean":
-            seq_losses = seq_losses / tokens_per_seq.clamp(min=1)
-        has_tokens = (tokens_per_seq > 0).to(loss_mat.dtype)
-        denominator = has_tokens.sum().clamp(min=1) if num_sequences is None else max(float(num_sequences), 1.0)
-        return (seq_losses * has_tokens).sum() / denominator
-    if mode == "seq-mean-token-sum-norm":
-        length = mask.shape[1] if max_response_length is None else int(max_response_length)
-        if length <= 0:
-            raise ValueError(f"max_response_length must be positive, got {max_response_length}")
-        sequences = mask.shape[0] if num_sequences is None else float(num_sequences)
-        return masked_sum(loss_mat, mask) / max(sequences * length, 1.0)
-    raise ValueError(f"unknown loss_agg_mode {mode!r}; valid choices: {', '.join(LOSS_AGG_MODES)}")
+    aggregate = LOSS_AGGREGATION_REGISTRY.get(mode)
+    return aggregate(
+        loss_mat, mask.to(loss_mat.dtype),
+        max_response_length=max_response_length, num_tokens=num_tokens, num_sequences=num_sequences,
+    )
+
+
+@register_loss_aggregation("token-mean")
+def token_mean(loss_mat: torch.Tensor, mask: torch.Tensor, *, num_tokens: float | None = None, **_: object) -> torch.Tensor:
+    denominator = mask.sum().clamp(min=1) if num_tokens is None else max(float(num_tokens), 1.0)
+    return masked_sum(loss_mat, mask) / denominator
+
+
+@register_loss_aggregation("seq-mean-token-mean")
+def seq_mean_token_mean(loss_mat: torch.Tensor, mask: torch.Tensor, *, num_sequences: float | None = None, **_: object) -> torch.Tensor:
+    return _seq_mean(loss_mat, mask, num_sequences, per_token=True)
+
+
+@register_loss_aggregation("seq-mean-token-sum")
+def seq_mean_token_sum(loss_mat: torch.Tensor, mask: torch.Tensor, *, num_sequences: float | None = None, **_: object) -> torch.Tensor:
+    return _seq_mean(loss_mat, mask, num_sequences, per_token=False)
+
+
+def _seq_mean(loss_mat: torch.Tensor, mask: torch.Tensor, num_sequences: float | None, per_token: bool) -> torch.Tensor:
+    tokens_per_seq = mask.sum(dim=-1)
+    seq_losses = masked_sum(loss_mat, mask, dim=-1)
+    if per_token:
+        seq_losses = seq_losses / tokens_per_seq.clamp(min=1)
+    has_tokens = (tokens_per_seq > 0).to(loss_mat.dtype)
+    denominator = has_tokens.sum().clamp(min=1) if num_sequences is None else max(float(num_sequences), 1.0)
+    return (seq_losses * has_tokens).sum() / denominator
+
+
+@register_loss_aggregation("seq-mean-token-sum-norm")
+def seq_mean_token_sum_norm(
+    loss_mat: torch.Tensor,
+    mask: torch.Tensor,
+    *,
+    max_response_length: int | None = None,
+    num_sequences: float | None = None,
+    **_: object,
+) -> torch.Tensor:
+    length = mask.shape[1] if max_response_length is None else int(max_response_length)
+    if length <= 0:
+        raise ValueError(f"max_response_length must be positive, got {max_response_length}")
+    sequences = mask.shape[0] if num_sequences is None else float(num_sequences)
+    return masked_sum(loss_mat, mask) / max(sequences * length, 1.0)

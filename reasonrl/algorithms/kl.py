@@ -17,22 +17,18 @@ from typing import Callable
 
 import torch
 
+from reasonrl.registry import Registry
+
 KLEstimator = Callable[[torch.Tensor], torch.Tensor]
-_KL_ESTIMATORS: dict[str, KLEstimator] = {}
-_ALIASES = {"kl": "k1", "mse": "k2", "low_var_kl": "k3"}
+KL_ESTIMATOR_REGISTRY: Registry[KLEstimator] = Registry(
+    "KL estimator", aliases={"kl": "k1", "mse": "k2", "low_var_kl": "k3"}
+)
 K3_CLAMP = 10.0
 
 
 def register_kl_estimator(name: str) -> Callable[[KLEstimator], KLEstimator]:
     """Decorator: register ``fn(log_ratio (B, T)) -> (B, T)`` under ``name``."""
-
-    def decorator(fn: KLEstimator) -> KLEstimator:
-        if name in _KL_ESTIMATORS or name in _ALIASES:
-            raise ValueError(f"KL estimator {name!r} is already registered")
-        _KL_ESTIMATORS[name] = fn
-        return fn
-
-    return decorator
+    return KL_ESTIMATOR_REGISTRY.register(name)
 
 
 @register_kl_estimator("k1")
@@ -53,15 +49,12 @@ def kl_k3(log_ratio: torch.Tensor) -> torch.Tensor:
 
 def kl_estimator_names() -> list[str]:
     """Registered estimator names plus aliases."""
-    return sorted([*_KL_ESTIMATORS, *_ALIASES])
+    return sorted([*KL_ESTIMATOR_REGISTRY.names(), *KL_ESTIMATOR_REGISTRY.aliases()])
 
 
 def get_kl_estimator(name: str) -> KLEstimator:
     """The estimator registered as ``name`` (aliases resolved); a clear error otherwise."""
-    resolved = _ALIASES.get(name, name)
-    if resolved not in _KL_ESTIMATORS:
-        raise ValueError(f"unknown KL estimator {name!r}; valid choices: {', '.join(kl_estimator_names())}")
-    return _KL_ESTIMATORS[resolved]
+    return KL_ESTIMATOR_REGISTRY.get(name)
 
 
 def kl_penalty(logprobs: torch.Tensor, ref_logprobs: torch.Tensor, estimator: str) -> torch.Tensor:

@@ -21,8 +21,9 @@ from typing import Callable
 
 import torch
 
-from reasonrl.algorithms.aggregation import LOSS_AGG_MODES, aggregate_loss, masked_mean
+from reasonrl.algorithms.aggregation import LOSS_AGGREGATION_REGISTRY, aggregate_loss, masked_mean
 from reasonrl.algorithms.kl import get_kl_estimator, kl_penalty
+from reasonrl.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -52,10 +53,9 @@ class PolicyLossConfig:
     max_response_length: int | None = None
 
     def __post_init__(self) -> None:
-        if self.name not in _POLICY_LOSSES:
-            raise ValueError(f"unknown policy loss {self.name!r}; valid choices: {', '.join(policy_loss_names())}")
-        if self.loss_agg_mode not in LOSS_AGG_MODES:
-            raise ValueError(f"unknown loss_agg_mode {self.loss_agg_mode!r}; valid choices: {', '.join(LOSS_AGG_MODES)}")
+        # Each raises with the valid choices.
+        POLICY_LOSS_REGISTRY.resolve(self.name)
+        LOSS_AGGREGATION_REGISTRY.resolve(self.loss_agg_mode)
         get_kl_estimator(self.kl_estimator)
         if not 0.0 <= self.clip_low < 1.0:
             raise ValueError(f"clip_low must be in [0, 1), got {self.clip_low}")
@@ -75,32 +75,24 @@ PolicyLoss = Callable[
     [torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, PolicyLossConfig],
     "tuple[torch.Tensor, dict[str, torch.Tensor]]",
 ]
-_POLICY_LOSSES: dict[str, PolicyLoss] = {}
+POLICY_LOSS_REGISTRY: Registry[PolicyLoss] = Registry("policy loss")
 
 
-def register_policy_loss(name: str) -> Callable[[PolicyLoss], PolicyLoss]:
+def register_policy_loss(name: str, **metadata) -> Callable[[PolicyLoss], PolicyLoss]:
     """Decorator registering ``fn(logprobs, old_logprobs, advantages, mask, config) -> (loss_mat (B,T), metrics)``.
 
-    ``metrics`` maps names to scalar tensors (already reduced over the mask).
+    ``metrics`` maps names to scalar tensors (already reduced over the mask). Written in a user's
+    file, the loss is selected as ``algorithm.policy_loss: path/to/file.py:name``.
     """
-
-    def decorator(fn: PolicyLoss) -> PolicyLoss:
-        if name in _POLICY_LOSSES:
-            raise ValueError(f"policy loss {name!r} is already registered")
-        _POLICY_LOSSES[name] = fn
-        return fn
-
-    return decorator
+    return POLICY_LOSS_REGISTRY.register(name, **metadata)
 
 
 def policy_loss_names() -> list[str]:
-    return list(_POLICY_LOSSES)
+    return POLICY_LOSS_REGISTRY.names()
 
 
 def get_policy_loss(name: str) -> PolicyLoss:
-    if name not in _POLICY_LOSSES:
-        raise ValueError(f"unknown policy loss {name!r}; valid choices: {', '.join(policy_loss_names())}")
-    return _POLICY_LOSSES[name]
+    return POLICY_LOSS_REGISTRY.get(name)
 
 
 def _ratio(logprobs: torch.Tensor, old_logprobs: torch.Tensor, clamp: float) -> tuple[torch.Tensor, torch.Tensor]:

@@ -222,6 +222,45 @@ def test_pool_map_interrupted_in_the_caller_starts_no_new_item():
     assert len(started) == ran < 200
 
 
+WIDEN_AFFINITY = (
+    "import ctypes, os, threading\n"
+    "cores = set(range(os.cpu_count()))\n"
+    "def widen():\n"
+    "    try:\n"
+    "        os.sched_setaffinity(0, cores)\n"
+    "    except OSError:\n"
+    "        pass\n"
+    "    mask = ctypes.c_ulong((1 << os.cpu_count()) - 1)\n"  # the raw system call, and x32's number for it
+    "    for number in (203, 203 | 0x40000000) if os.uname().machine == 'x86_64' else (122,):\n"
+    "        ctypes.CDLL(None).syscall(number, 0, ctypes.sizeof(mask), ctypes.byref(mask))\n"
+    "    return sorted(os.sched_getaffinity(0))\n"
+    "seen = [widen()]\n"
+    "thread = threading.Thread(target=lambda: seen.append(widen()))\n"
+    "thread.start()\n"
+    "thread.join()\n"
+    "read, write = os.pipe()\n"
+    "if os.fork() == 0:\n"
+    "    os.write(write, repr(widen()).encode())\n"
+    "    os._exit(0)\n"
+    "os.wait()\n"
+    "seen.append(eval(os.read(read, 100)))\n"
+    "print(seen)\n"
+)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: nothing to widen to")
+@pytest.mark.parametrize("mode", ["auto", "rlimits"])
+def test_a_program_cannot_widen_its_cpu_affinity(mode):
+    """A pinned program that set its affinity to every core (itself, from a thread, from a child,
+    by the raw system call) ran beside the other workers' programs on their cores."""
+    with SandboxPool(1, PoolConfig(isolation=mode)) as pool:
+        result = run_program(WIDEN_AFFINITY, pool=pool)
+    assert result.reason == "ok", result
+    seen = json.loads(result.stdout)
+    assert len(seen) == 3 and all(len(cores) == 1 for cores in seen) and len({c[0] for c in seen}) == 1, seen
+    assert result.isolation["cpu_affinity"].startswith("fixed")
+
+
 def test_pinning_can_be_turned_off():
     with SandboxPool(1, PoolConfig(pin_cpus=False)) as pool:
         assert _affinities(pool, 1) == [sorted(os.sched_getaffinity(0))]

@@ -85,6 +85,8 @@ class WorkerIsolation:
         self.judge_uid = -1
         # False where the program's uid cannot read Python's standard library on disk.
         self.stdlib_readable = True
+        # True once sched_setaffinity is refused to this worker's processes (seccomp).
+        self.affinity_fixed = False
         self.notes: tuple[str, ...] = ()
 
     def describe(self) -> dict:
@@ -100,6 +102,10 @@ class WorkerIsolation:
             "devices": (
                 f"private /dev: {', '.join(self.private_dev)}, shm (tmpfs), fd links; no ptys or other devices"
                 if self.private_dev else "host /dev (ptys included: bounded only by the open-file and process limits)"
+            ),
+            "cpu_affinity": (
+                "fixed: sched_setaffinity refused (seccomp)" if self.affinity_fixed
+                else "not fixed: a program can change its CPU affinity (seccomp refused)"
             ),
             "uid_separation": self.uid_separation,
             "scrubbed_environment": True,
@@ -174,8 +180,28 @@ def setup_worker(mode: str, worker_index: int, uid_base: int, extra_paths: Itera
         notes.append("one uid in the user namespace: program and judge share it (capabilities dropped)")
     else:
         notes.append("not root: program runs under the caller's uid")
+    _fix_affinity(iso, notes)
     iso.notes = tuple(notes)
     return iso
+
+
+def _fix_affinity(iso: WorkerIsolation, notes: list) -> None:
+    """Refuse sched_setaffinity to the worker and everything it forks (the launcher has pinned
+    itself already): a program stays on the core it was given."""
+    try:
+        linux.refuse_affinity_changes()
+    except OSError as exc:
+        if exc.errno != 13:  # EACCES: neither no_new_privs nor CAP_SYS_ADMIN here yet
+            notes.append(f"seccomp refused ({exc.strerror}): a program can change its CPU affinity")
+            return
+        try:
+            # The worker never executes anything, so no_new_privs costs it nothing.
+            linux.prctl(linux.PR_SET_NO_NEW_PRIVS, 1)
+            linux.refuse_affinity_changes()
+        except OSError as exc2:
+            notes.append(f"seccomp refused ({exc2.strerror}): a program can change its CPU affinity")
+            return
+    iso.affinity_fixed = True
 
 
 def _world_searchable(path: str) -> bool:

@@ -1,7 +1,7 @@
 """Thin ctypes wrappers over the Linux calls the sandbox needs and Python 3.11 lacks.
 
 ``unshare(2)``, ``mount(2)``, ``umount2(2)``, ``pivot_root(2)``, ``mount_setattr(2)``,
-``prctl(2)`` and ``capset(2)``. Every wrapper raises :class:`OSError` with the errno, so callers
+``prctl(2)``, ``capset(2)`` and a seccomp filter (:func:`refuse_affinity_changes`). Every wrapper raises :class:`OSError` with the errno, so callers
 can tell "refused here" (EPERM, EINVAL, ENOSYS) from a bug. Nothing here runs at import time
 beyond loading libc.
 """
@@ -32,6 +32,8 @@ PR_SET_PDEATHSIG = 1
 PR_SET_DUMPABLE = 4
 PR_SET_CHILD_SUBREAPER = 36
 PR_SET_NO_NEW_PRIVS = 38
+PR_SET_SECCOMP = 22
+SECCOMP_MODE_FILTER = 2
 
 AT_FDCWD = -100
 AT_RECURSIVE = 0x8000
@@ -128,3 +130,46 @@ def drop_all_capabilities() -> None:
     header = _CapHeader(0x20080522, 0)  # _LINUX_CAPABILITY_VERSION_3: two 32-bit data words
     data = (_CapData * 2)()
     _check(_libc.syscall(ctypes.c_long(number), ctypes.byref(header), ctypes.byref(data)), "capset")
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8), ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+_BPF_LD_W_ABS, _BPF_JEQ_K, _BPF_AND_K, _BPF_RET_K = 0x20, 0x15, 0x54, 0x06
+_SECCOMP_RET_ALLOW = 0x7FFF0000
+_SECCOMP_RET_ERRNO = 0x00050000
+# sched_setaffinity(2) by audit architecture, for each ABI a process of this machine can call the
+# kernel through: the native one and its 32-bit compat (a program can reach ``int 0x80`` with
+# ctypes). The mask clears the x32 bit, so x32's number is caught as the native one.
+_AFFINITY_SYSCALLS = {
+    "x86_64": ((0xC000003E, 0xBFFFFFFF, 203), (0x40000003, 0xFFFFFFFF, 241)),
+    "aarch64": ((0xC00000B7, 0xFFFFFFFF, 122), (0x40000028, 0xFFFFFFFF, 241)),
+}
+
+
+def refuse_affinity_changes() -> None:
+    """From now on ``sched_setaffinity(2)`` fails with EPERM in this process and every process it
+    starts: a seccomp filter, inherited across fork and exec and never removable. So a program
+    cannot widen the CPU set its worker pinned it to (re-pinning it afterwards would not hold: it
+    could set its affinity again, or from a thread the worker never sees).
+
+    Needs ``no_new_privs`` or CAP_SYS_ADMIN; raises :class:`OSError` where refused.
+    """
+    table = _AFFINITY_SYSCALLS.get(os.uname().machine)
+    if table is None:
+        raise OSError(38, f"seccomp: no syscall table for {os.uname().machine}")
+    code = [(_BPF_LD_W_ABS, 0, 0, 4)]  # seccomp_data.arch
+    for arch, mask, number in table:
+        chunk = [(_BPF_LD_W_ABS, 0, 0, 0), (_BPF_AND_K, 0, 0, mask), (_BPF_JEQ_K, 0, 1, number),
+                 (_BPF_RET_K, 0, 0, _SECCOMP_RET_ERRNO | 1), (_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW)]
+        code.append((_BPF_JEQ_K, 0, len(chunk), arch))  # another ABI: on to its own check
+        code.extend(chunk)
+    code.append((_BPF_RET_K, 0, 0, _SECCOMP_RET_ALLOW))
+    filters = (_SockFilter * len(code))(*[_SockFilter(*instruction) for instruction in code])
+    program = _SockFprog(len(code), filters)
+    _check(_libc.prctl(PR_SET_SECCOMP, SECCOMP_MODE_FILTER, ctypes.addressof(program), 0, 0), "seccomp")

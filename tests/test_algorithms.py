@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from reasonrl.algorithms import (
     ADVANTAGE_ESTIMATORS,
     LOSS_AGG_MODES,
+    AdaptiveKLController,
     AdvantageConfig,
     AdvantageInputs,
     PolicyLossConfig,
@@ -25,6 +26,8 @@ from reasonrl.algorithms import (
     group_accuracy_filter,
     kept_group_indices,
     kl_penalty,
+    lr_at,
+    make_kl_controller,
     overlong_penalty,
     register_advantage_estimator,
     value_loss,
@@ -627,3 +630,137 @@ def test_overlong_penalty_matches_formula(lengths, buffer, factor):
     for length, value in zip(lengths, got):
         expected = min(-(length - (max_len - buffer)) / buffer, 0.0) if length <= max_len else -1.0
         assert value == pytest.approx(expected * factor, abs=1e-6)
+
+
+# ----------------------------------------------------------------------------- learning-rate schedules
+
+
+def test_constant_schedule_is_the_trainers_former_lr_bit_for_bit():
+    # The RL trainer's _lr before schedules: lr * min(1, step / warmup_steps), steps from 1.
+    for lr in (2e-4, 1e-5, 3e-3, 0.1):
+        for warmup in (0, 1, 3, 7, 50):
+            for step in range(1, 120):
+                former = lr * min(1.0, step / warmup) if warmup else lr
+                assert lr_at(step, 100, lr, "constant", warmup) == former
+
+
+def slow_decay(step, total, lr, schedule, warmup, min_ratio):
+    """The schedule from its definition, one case at a time."""
+    if warmup and step < warmup:
+        return lr * step / warmup
+    if total <= warmup:
+        fraction = 1.0
+    else:
+        fraction = min((step - warmup) / (total - warmup), 1.0)
+    if schedule == "linear":
+        return lr * (1.0 - fraction) + lr * min_ratio * fraction
+    floor = lr * min_ratio
+    return floor + (lr - floor) * (1.0 + math.cos(math.pi * fraction)) / 2.0
+
+
+@SETTINGS
+@given(st.sampled_from(["linear", "cosine"]), st.integers(1, 60), st.integers(0, 20), st.floats(0.0, 1.0),
+       st.floats(1e-6, 1.0))
+def test_decay_schedules_match_their_definition(schedule, total, warmup, min_ratio, lr):
+    values = [lr_at(step, total, lr, schedule, warmup, min_ratio) for step in range(1, total + 1)]
+    for step, value in enumerate(values, start=1):
+        assert value == pytest.approx(slow_decay(step, total, lr, schedule, warmup, min_ratio), rel=1e-12, abs=1e-15)
+    after_warmup = values[warmup - 1:] if warmup else values
+    assert all(b <= a * (1 + 1e-12) for a, b in zip(after_warmup, after_warmup[1:]))  # never rises after the warm-up
+    if total > warmup:
+        assert values[-1] == pytest.approx(lr * min_ratio, rel=1e-12, abs=1e-15)  # the floor, at the last step
+        assert lr_at(total + 5, total, lr, schedule, warmup, min_ratio) == values[-1]  # past the end: held
+
+
+@pytest.mark.parametrize("schedule", ["linear", "cosine"])
+def test_decay_schedules_match_torch_schedulers(schedule):
+    """torch's own LinearLR / CosineAnnealingLR (no warm-up) as an independent oracle: step
+    ``warmup + k`` of ours is torch's scheduler after k steps."""
+    lr, warmup, total, floor_ratio = 0.1, 5, 45, 0.2
+    optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=lr)
+    if schedule == "linear":
+        scheduler = torch.optim.lr_scheduler.LinearLR(optimizer, 1.0, floor_ratio, total_iters=total - warmup)
+    else:
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=lr * floor_ratio)
+    for k in range(total - warmup + 1):
+        ours = lr_at(warmup + k, total, lr, schedule, warmup, floor_ratio)
+        assert ours == pytest.approx(optimizer.param_groups[0]["lr"], rel=1e-9)
+        optimizer.step()
+        scheduler.step()
+
+
+def test_schedule_hand_values_and_errors():
+    # Warm-up over 10 steps, then cosine from 1.0 to 0.1 over steps 10..110.
+    assert lr_at(5, 110, 1.0, "cosine", 10, 0.1) == 0.5
+    assert lr_at(10, 110, 1.0, "cosine", 10, 0.1) == 1.0
+    assert lr_at(60, 110, 1.0, "cosine", 10, 0.1) == pytest.approx(0.55)  # half-way: (1 + 0.1) / 2
+    assert lr_at(60, 110, 1.0, "linear", 10, 0.1) == pytest.approx(0.55)
+    assert lr_at(35, 110, 1.0, "linear", 10, 0.0) == pytest.approx(0.75)
+    with pytest.raises(ValueError, match="valid choices: constant, linear, cosine"):
+        lr_at(1, 10, 1.0, "cosin")
+    with pytest.raises(ValueError, match="min_lr_ratio"):
+        lr_at(1, 10, 1.0, "linear", 0, 1.5)
+    with pytest.raises(ValueError, match="total_steps"):
+        lr_at(1, 0, 1.0)
+
+
+# ----------------------------------------------------------------------------- KL controllers
+
+
+def slow_adaptive_beta(beta, target, horizon, steps):
+    """Ziegler et al.'s update written out, one step at a time."""
+    for kl, n in steps:
+        error = (kl - target) / target
+        if error > 0.2:
+            error = 0.2
+        if error < -0.2:
+            error = -0.2
+        beta = beta * (1 + error * n / horizon)
+    return beta
+
+
+def test_adaptive_kl_controller_hand_computed():
+    controller = make_kl_controller("adaptive", 0.1, target=6.0, horizon=10_000)
+    assert controller.update(9.0, 256) == pytest.approx(0.1 * (1 + 0.2 * 256 / 10_000))  # error clipped at +0.2
+    beta = controller.value
+    assert controller.update(5.0, 256) == pytest.approx(beta * (1 - (1 / 6) * 256 / 10_000))  # inside the clip
+    beta = controller.value
+    assert controller.update(6.0, 256) == beta  # on target: unchanged
+    assert controller.update(0.0, 512) == pytest.approx(beta * (1 - 0.2 * 512 / 10_000))  # clipped at -0.2
+
+
+@SETTINGS
+@given(st.floats(1e-4, 1.0), st.floats(0.5, 20.0), st.integers(100, 20_000),
+       st.lists(st.tuples(st.floats(0.0, 40.0), st.integers(0, 512)), max_size=30))
+def test_adaptive_kl_controller_matches_loop(beta, target, horizon, steps):
+    controller = AdaptiveKLController(beta, target, horizon)
+    for kl, n in steps:
+        controller.update(kl, n)
+    assert controller.value == pytest.approx(slow_adaptive_beta(beta, target, horizon, steps), rel=1e-12)
+    # Each step moves β by at most ±0.2·n/horizon of itself.
+    assert controller.value > 0
+
+
+def test_kl_controllers_resume_from_their_state():
+    first = make_kl_controller("adaptive", 0.05, target=4.0, horizon=1000)
+    for kl in (8.0, 7.0, 2.0):
+        first.update(kl, 64)
+    resumed = make_kl_controller("adaptive", 0.05, target=4.0, horizon=1000)
+    resumed.load_state_dict(first.state_dict())
+    assert resumed.value == first.value
+    assert resumed.update(5.0, 64) == first.update(5.0, 64)
+    fixed = make_kl_controller("fixed", 0.02)
+    assert fixed.update(100.0, 1000) == 0.02 and fixed.state_dict() == {"value": 0.02}
+
+
+def test_kl_controller_errors():
+    with pytest.raises(ValueError, match="valid choices: fixed, adaptive"):
+        make_kl_controller("pid", 0.1)
+    with pytest.raises(ValueError, match="initial kl_coef > 0"):
+        make_kl_controller("adaptive", 0.0)
+    with pytest.raises(ValueError, match="kl_horizon"):
+        make_kl_controller("adaptive", 0.1, horizon=0)
+    with pytest.raises(ValueError, match="KL is nan"):
+        make_kl_controller("adaptive", 0.1).update(float("nan"), 8)
+    with pytest.raises(ValueError, match="raise kl_horizon above 20000"):
+        make_kl_controller("adaptive", 0.1, horizon=10).update(0.0, 100_000)

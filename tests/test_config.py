@@ -157,3 +157,36 @@ def test_world_size_checks_name_the_keys():
         load_config(TrainConfig, None, ["engine=vllm", "deepspeed.zero_stage=3"]).check_world_size(2)
     with pytest.raises(ConfigError, match="zero_stage must be one of 0, 1, 2, 3"):
         load_config(TrainConfig, None, ["deepspeed.zero_stage=4"])
+
+
+def test_schedule_and_kl_controller_keys():
+    defaults = TrainConfig()
+    assert (defaults.optim.lr_schedule, defaults.optim.min_lr_ratio, defaults.sft.lr_schedule) == ("constant", 0.0, "constant")
+    assert (defaults.algorithm.kl_controller, defaults.algorithm.kl_target, defaults.algorithm.kl_horizon) == ("fixed", 6.0, 10000)
+    config = load_config(TrainConfig, None, [
+        "optim.lr_schedule=cosine", "optim.min_lr_ratio=0.1", "sft.lr_schedule=linear", "sft.min_lr_ratio=0.5",
+        "algorithm.kl_controller=adaptive", "algorithm.kl_coef=0.05", "algorithm.kl_target=3", "algorithm.kl_horizon=5000",
+    ])
+    assert (config.optim.lr_schedule, config.optim.min_lr_ratio) == ("cosine", 0.1)
+    assert (config.sft.lr_schedule, config.sft.min_lr_ratio) == ("linear", 0.5)
+    assert (config.algorithm.kl_controller, config.algorithm.kl_target, config.algorithm.kl_horizon) == ("adaptive", 3.0, 5000)
+    keys = valid_keys(TrainConfig)
+    for key in ("optim.lr_schedule", "optim.min_lr_ratio", "sft.lr_schedule", "sft.min_lr_ratio", "algorithm.kl_controller",
+                "algorithm.kl_target", "algorithm.kl_horizon", "verifier_options", "rewards"):
+        assert key in keys
+
+
+@pytest.mark.parametrize(
+    "overrides, fragment",
+    [
+        (["algorithm.kl_controller=adaptive"], "kl_controller=adaptive needs algorithm.kl_coef > 0"),
+        (["algorithm.kl_target=0"], "kl_target and kl_horizon must be > 0"),
+        (["optim.min_lr_ratio=1.5"], "optim.min_lr_ratio must be in [0, 1]"),
+        (["sft.min_lr_ratio=-0.1"], "sft.min_lr_ratio must be in [0, 1]"),
+        (["optim.lr_schedule=exponential"], "optim.lr_schedule: unknown learning-rate schedule 'exponential'"),
+    ],
+)
+def test_schedule_and_kl_controller_errors(overrides, fragment):
+    with pytest.raises(ConfigError) as info:
+        load_config(TrainConfig, None, overrides)
+    assert fragment in str(info.value)

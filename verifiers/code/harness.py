@@ -3,9 +3,14 @@
 The ``answer`` field (one of):
 
 * HumanEval: ``{"test": "def check(candidate): ...", "entry_point": "name", "prompt": optional}``.
-  The judge process runs ``test`` and calls ``check`` with the program's ``entry_point``.
+  The judge process runs ``test`` and calls ``check`` with the program's ``entry_point``; that is
+  all it takes from the program. A helper the test needs (HumanEval/32's ``poly``) comes from the
+  ``prompt``; without one, such a test fails with reason ``error`` naming the helper.
 * MBPP: ``{"test_list": ["assert f(1) == 2", ...], "test_imports": [...], "test_setup_code": optional}``.
-  Each assert runs in the judge; names it does not define are the program's.
+  Each assert runs in the judge. The functions it calls that nothing trusted defines (the
+  test, its imports, the set-up code, built-ins) are the program's, and so are the classes and
+  functions it names that way; modules are the standard library's (see
+  :mod:`~reasonrl.verifiers.code.judge`).
 * Asserts only: ``{"test": "assert f(1) == 2\\n..."}`` (no ``entry_point``): as MBPP, one block.
 * stdin/stdout: ``{"io": [{"input": "...", "output": "..."}, ...], "float_tolerance": optional,
   "language": "python" | "cpp"}``; the APPS form ``{"inputs": [...], "outputs": [...]}`` is accepted too.
@@ -231,28 +236,38 @@ def judge_spec(spec: TestSpec) -> dict:
         setup.append(["<test_imports>", "\n".join(spec.imports)])
     if spec.setup_code:
         setup.append(["<test_setup_code>", spec.setup_code])
-    helpers = prompt_helpers(spec.prompt)
-    entry_points = [name for name in tested_names(spec.tests) if name not in helpers]
+    trusted = trusted_definitions(spec.prompt, stubs=False) | trusted_definitions("\n".join(spec.imports)) \
+        | trusted_definitions(spec.setup_code)
+    entry_points = [name for name in tested_names(spec.tests) if name not in trusted]
     return {"kind": spec.kind, "setup": setup, "tests": list(spec.tests), "entry_points": entry_points}
 
 
-def prompt_helpers(prompt: str) -> set[str]:
-    """The functions and classes a prompt defines in full (HumanEval/32's ``poly``), as opposed to
-    the stubs (a signature and a docstring) the program is to complete: those are the problem's,
-    run in the judge, and a test that calls one calls the problem's, never the program's."""
+def trusted_definitions(source: str, stubs: bool = True) -> set[str]:
+    """The names trusted code (a prompt, the test imports, the set-up code) defines at its top level.
+
+    They run in the judge, and a test that calls one calls that definition, never the program's.
+    With ``stubs=False`` (a prompt) a function whose body is only a docstring is left out: that is
+    the function the program is to complete.
+    """
     import ast
 
-    if not prompt:
+    if not source:
         return set()
     try:
-        tree = ast.parse(prompt)
+        tree = ast.parse(source)
     except SyntaxError:
         return set()
-    helpers = set()
+    names = set()
     for node in tree.body:
-        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and not _is_stub(node.body):
-            helpers.add(node.name)
-    return helpers
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
+            if stubs or not _is_stub(node.body):
+                names.add(node.name)
+        elif isinstance(node, (ast.Import, ast.ImportFrom)):
+            names.update((alias.asname or alias.name).split(".")[0] for alias in node.names)
+        elif isinstance(node, (ast.Assign, ast.AnnAssign, ast.AugAssign)):
+            targets = node.targets if isinstance(node, ast.Assign) else [node.target]
+            names.update(n.id for target in targets for n in ast.walk(target) if isinstance(n, ast.Name))
+    return names
 
 
 def _is_stub(body: list) -> bool:

@@ -563,6 +563,11 @@ def test_callbacks_types_and_proxies_fake_no_pass(pool):
     for name, verdict in zip(names, verdicts):
         assert not verdict.correct and verdict.reward == 0.0, (name, verdict)
     assert grade("def count_if(xs, pred):\n    return sum(1 for x in xs if pred(x))\n", COUNT_IF, pool, LIMITS).correct
+    # Built-ins that reach into the judge (eval, getattr, open) are never handed over to be called
+    # back, even by a test: the program would choose their arguments.
+    for unsafe in ("eval", "getattr", "open"):
+        verdict = grade("def call(f, *a):\n    return f(*a)\n", {"test_list": [f"assert call({unsafe}, 'x') == 1"]}, pool, LIMITS)
+        assert not verdict.correct and "cannot pass" in verdict.details["error"], (unsafe, verdict)
     # Set-up code that sets attributes on the program's objects sets them program-side: a program
     # whose class ignores them (a slotted __setattr__ that drops writes) does not pass.
     tree = {"test_list": ["assert depth(root) == 2"], "test_setup_code": "root = Node(1)\nroot.left = Node(2)"}

@@ -149,7 +149,7 @@ class Connection:
         own object (a handle), or a function of the tests, which the program calls back here."""
         if isinstance(obj, RemoteObject):
             return ["h", obj._key, obj._type_name]
-        if callable(obj):
+        if callable(obj) and not _is_unsafe_builtin(obj):
             key = id(obj)
             self.callbacks[key] = obj  # held (so the id stays this function's) until the job ends
             return ["cb", key]
@@ -177,6 +177,12 @@ def _exception_from(type_name: str, message: str) -> BaseException:
         except Exception:
             pass
     return CandidateError(type_name, message)
+
+
+def _is_unsafe_builtin(obj: Any) -> bool:
+    """A built-in function not among the pure ones (``eval``, ``getattr``, ``open``...): never
+    handed to the program to call here, whatever the test passes."""
+    return type(obj) is type(len) and getattr(obj, "__self__", None) is builtins and obj is not codec.BUILTINS.get(obj.__name__)
 
 
 def _encode_argument(conn: "Connection", value: Any) -> Any:

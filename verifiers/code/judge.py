@@ -179,10 +179,14 @@ def _exception_from(type_name: str, message: str) -> BaseException:
     return CandidateError(type_name, message)
 
 
+# The built-in callables that are not pure (``eval``, ``getattr``, ``open``, ``__import__``...): never
+# handed to the program to call here, whatever the test passes, since the program would choose
+# their arguments.
+_UNSAFE_BUILTINS = {id(value) for name, value in vars(builtins).items() if callable(value) and name not in codec.BUILTINS}
+
+
 def _is_unsafe_builtin(obj: Any) -> bool:
-    """A built-in function not among the pure ones (``eval``, ``getattr``, ``open``...): never
-    handed to the program to call here, whatever the test passes."""
-    return type(obj) is type(len) and getattr(obj, "__self__", None) is builtins and obj is not codec.BUILTINS.get(obj.__name__)
+    return id(obj) in _UNSAFE_BUILTINS and any(obj is value for value in vars(builtins).values())
 
 
 def _encode_argument(conn: "Connection", value: Any) -> Any:

@@ -19,10 +19,12 @@ from conftest import conformance_path, read_jsonl
 from reasonrl import verifiers
 from reasonrl.verifiers.math_flex import (
     LATEX,
+    MAX_HELPERS,
     TEXT,
     MathVerifier,
     extract_math_answer,
     gold_span,
+    shutdown_helper,
     slow_compare,
 )
 from reasonrl.verifiers.math_normalize import (
@@ -70,6 +72,17 @@ def correct(response: str, answer: str, **options) -> bool:
         ("\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}", "\\begin{pmatrix} 1 \\\\ 2 \\end{pmatrix}"),
         ("\\text{Evelyn}", "\\text{Evelyn}"),
         ("1,22", "1,22"),  # a list (or a decimal comma): left to the slow path, never guessed
+        ("111, \\! 111, \\! 111", "111111111"),
+        ("\\frac \\pi4", "\\frac{\\pi}{4}"),  # TeX reads one token per argument
+        ("\\dfrac 1 {2}", "\\frac{1}{2}"),
+        ("\\sqrt[3]8 + \\sqrt 2", "\\sqrt[3]{8} + \\sqrt{2}"),
+        ("\\text{A,D}", "A, D"),
+        ("\\text{(B), (E)}", "B, E"),
+        ("\\text{10 inches}", "10"),
+        ("\\mbox{\\$5}", "5"),
+        ("\\text{10 or 12}", "\\text{10 or 12}"),  # a second number is no unit
+        ("10\\text{ or more}", "10\\text{ or more}"),  # nor is a bound
+        ("5\\text{ million}", "5\\text{ million}"),  # nor a multiplier
     ],
 )
 def test_normalize_answer(raw, normalized):
@@ -160,6 +173,8 @@ _values = st.one_of(
         [
             "(2, \\infty)", "(-\\infty, 3]", "(0,9) \\cup (9,36)", "\\text{east}", "\\text{(C)}", "\\text{(E)}", "6 - 5i",
             "1+274i", "52_8", "4210_{5}", "10,455", "90^\\circ", "28\\%", "(3, 1]", "[3, 1]", "1\\frac{1}{2}", "e", "2.718281828",
+            "１８", "١٨", "१८", "1８", "18", "12.5\\%", "12.5", "\\text{A,D}", "A, D", "\\frac \\pi4", "\\text{10 inches}",
+            "10\\text{ or more}", "10",
         ]
     ),
 )
@@ -203,6 +218,16 @@ def test_property_fast_path_agrees_with_slow_path_long(pair):
     _check_fast_against_slow(*pair)
 
 
+@pytest.mark.parametrize("digits", ["１８", "١٨", "१८", "1８"])
+def test_digits_of_other_scripts_are_no_numbers_on_either_path(digits):
+    # Only ASCII 0-9 are digits (math-verify's reading): the fast path once took "１８" for 18.
+    gold, pred = normalize_answer("18"), normalize_answer(digits)
+    assert slow_compare(gold, LATEX, pred, LATEX)["equal"] is False
+    assert fast_compare(gold, pred) in (None, False)
+    assert not correct(f"\\boxed{{{digits}}}", "18")
+    assert correct(f"\\boxed{{{digits}}}", digits)  # the same text is still the same answer
+
+
 # ----------------------------------------------------------------------------------------
 # Extraction
 # ----------------------------------------------------------------------------------------
@@ -225,6 +250,35 @@ def test_property_fast_path_agrees_with_slow_path_long(pair):
 def test_extraction_order(response, span, source):
     found = extract_math_answer(response)
     assert (found.span, found.source) == (span, source)
+
+
+@pytest.mark.parametrize(
+    "response, gold, expected",
+    [
+        # A set gold: every boxed answer counts, wherever it stands and in any order.
+        ("So $a=\\boxed{-1}$ and $a=\\boxed{2}$.", "-1, 2", True),
+        ("So $x=\\boxed{2}$. Also, $x = \\boxed{-1}$ works.", "-1, 2", True),
+        ("So $x=\\boxed{2}$. Also, $x = \\boxed{-1}$ works.", "\\{-1, 2\\}", True),
+        ("Either $a=\\boxed{-1}$ or, twice, $a=\\boxed{-1}$; else $a=\\boxed{2}$.", "-1, 2", True),
+        ("<answer>$a=\\boxed{-1}$ and $a=\\boxed{2}$</answer>", "-1, 2", True),
+        # ... but not a superset, a subset or a wrong element of it.
+        ("$a=\\boxed{-1}$, $a=\\boxed{2}$ and $a=\\boxed{3}$", "-1, 2", False),
+        ("$a=\\boxed{-1}$ and again $a=\\boxed{-1}$", "-1, 2", False),
+        ("$a=\\boxed{-1}$ and later $a=\\boxed{3}$", "-1, 2", False),
+        # A later "final answer is" overrides the boxes, as for a single box.
+        ("$a=\\boxed{-1}$ and $a=\\boxed{2}$. The final answer is $5$.", "-1, 2", False),
+        # A tuple is one answer: its parts boxed apart are not it.
+        ("So $x=\\boxed{-1}$. Also, $y = \\boxed{2}$.", "(-1, 2)", False),
+        # Several distinct boxes against a single gold are a hedge, side by side or not.
+        ("\\boxed{1} \\boxed{2}", "1", False),
+        ("\\boxed{1} or \\boxed{2}", "2", False),
+        ("It is $\\boxed{1}$; if not, then $x=\\boxed{2}$.", "1", False),
+    ],
+)
+def test_several_boxes_against_a_set_gold(response, gold, expected):
+    verdict = MathVerifier().verify(response, gold)
+    assert verdict.correct is expected, verdict
+    assert verdict.reason == ("ok" if expected else "wrong_answer")
 
 
 def test_bare_latex_response_is_read_as_latex_not_its_last_number():
@@ -276,6 +330,18 @@ def test_gold_forms():
         ("\\boxed{\\text{(C)}}", "\\text{(C)}"),
         ("\\boxed{3 \\pm 2\\sqrt{2}}", "3 \\pm 2 \\sqrt{2}"),
         ("\\boxed{28\\%}", "28"),
+        ("\\boxed{12.5\\%}", "12.5"),
+        ("\\boxed{111, \\! 111, \\! 111}", "111111111"),
+        ("\\boxed{\\text{A,D}}", "A,D"),
+        ("\\boxed{D, A}", "\\text{A,D}"),
+        ("\\boxed{\\frac \\pi4}", "\\frac{\\pi}{4}"),
+        ("\\boxed{10\\text{ inches}}", "10"),
+        ("\\boxed{\\text{10 inches}}", "10"),
+        ("\\boxed{\\text{5 dollars}}", "5"),
+        ("\\boxed{\\$5}", "5"),
+        ("\\boxed{10}", "10\\text{ inches}"),
+        ("\\boxed{90^\\circ}", "\\frac{\\pi}{2}"),  # degrees against a gold in radians
+        ("\\boxed{30^\\circ, 150^\\circ}", "\\frac{\\pi}{6}, \\frac{5\\pi}{6}"),
     ],
 )
 def test_equivalent_answers_accepted(response, gold):
@@ -304,6 +370,21 @@ def test_equivalent_answers_accepted(response, gold):
         ("\\boxed{x > 5}", "x < 5"),
         ("\\boxed{0.33}", "\\frac{1}{3}"),
         ("\\boxed{\\text{west}}", "\\text{east}"),
+        ("\\boxed{12.5\\%}", "125"),
+        ("\\boxed{\\text{A,B}}", "A,D"),
+        ("\\boxed{\\text{A, D, F}}", "A,D"),
+        ("\\boxed{\\frac \\pi3}", "\\frac{\\pi}{4}"),
+        # A unit may not hide a second number, a bound or a multiplier.
+        ("\\boxed{\\text{10 or 12}}", "10"),
+        ("\\boxed{10\\text{ or }12}", "10"),
+        ("\\boxed{10\\text{ inches and } 12}", "10"),
+        ("\\boxed{10\\text{ or more}}", "10"),
+        ("\\boxed{5\\text{ million}}", "5"),
+        ("\\boxed{\\text{10 and twelve}}", "10"),
+        # Degrees count as radians only with the degree mark, and only at their value.
+        ("\\boxed{45^\\circ}", "\\frac{\\pi}{2}"),
+        ("\\boxed{90}", "\\frac{\\pi}{2}"),
+        ("\\boxed{\\frac{\\pi}{2}}", "90^\\circ"),  # the gold asks for degrees
     ],
 )
 def test_near_misses_rejected(response, gold):
@@ -385,6 +466,60 @@ def test_works_from_threads(math_verifier):
         verdicts = list(pool.map(lambda item: math_verifier.verify(item[0], item[1]), items))
     assert [v.correct for v in verdicts] == [item[2] for item in items]
     assert [v.details["path"] for v in verdicts[:2]] == ["slow", "slow"]
+
+
+def test_extraction_is_linear_in_the_response_length():
+    # Unclosed boxes once made extraction quadratic: 56 KB took 18 s and 1 MB about 1.5 h, with
+    # no time limit outside the batch runner. Each of these is 1 MB; a linear pass takes < 1 s.
+    megabyte = 1_000_000
+    cases = [
+        "\\boxed{" * (megabyte // 7),
+        "\\boxed" * (megabyte // 6),
+        "\\boxed{1}" * (megabyte // 9),
+        "\\boxed{1} and " * (megabyte // 14),
+        "\\boxed{" * (megabyte // 14) + "}" * (megabyte // 14),
+    ]
+    verifier = MathVerifier(fast_only=True)
+    for response in cases:
+        start = time.perf_counter()
+        verifier.verify(response, "1")
+        assert time.perf_counter() - start < 20, response[:20]  # quadratic would be hours
+    start = time.perf_counter()
+    assert extract_math_answer("\\boxed{" * 8_000 + "\\boxed{7}").span == "7"  # 56 KB
+    assert time.perf_counter() - start < 1
+
+
+def test_single_call_time_limit_gives_timeout():
+    verifier = MathVerifier(timeout=1)
+    verifier.verify("\\boxed{(x+1)^2}", "x^2+2x+1")  # the helper is up: its start-up is not the item's
+    start = time.perf_counter()
+    verdict = verifier.verify("\\boxed{9^{9^{9^{9}}}}", "5")
+    assert verdict.reason == "timeout" and verdict.details["timeout_s"] == 1
+    assert time.perf_counter() - start < 15
+
+
+def test_a_stuck_item_does_not_hold_up_other_threads():
+    # One helper under a lock made three stuck items delay a fourth thread's easy one by their
+    # three time limits. Start MAX_HELPERS helpers (each thread waits for one to start), then
+    # keep all but one stuck.
+    assert MAX_HELPERS >= 4
+    shutdown_helper()
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        warm = list(pool.map(lambda _: MathVerifier(timeout=60).verify("\\boxed{(x+1)^2}", "x^2+2x+1"), range(4)))
+    assert all(v.correct for v in warm), warm
+    verifier = MathVerifier(timeout=2)
+
+    def easy() -> float:
+        time.sleep(0.5)  # the three stuck items have their helpers by now
+        start = time.perf_counter()
+        assert verifier.verify("\\boxed{\\sqrt{8}}", "2\\sqrt{2}").details["path"] == "slow"
+        return time.perf_counter() - start
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        stuck = [pool.submit(verifier.verify, "\\boxed{9^{9^{9^{9}}}}", "5") for _ in range(3)]
+        latency = pool.submit(easy).result()
+        assert [f.result().reason for f in stuck] == ["timeout"] * 3
+    assert latency < 2, latency
 
 
 def _verify_in_child(queue):

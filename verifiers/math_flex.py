@@ -89,7 +89,15 @@ from typing import Any
 from reasonrl.types import Verdict
 from reasonrl.verifiers.base import Verifier, register
 from reasonrl.verifiers.extract import extract_tag
-from reasonrl.verifiers.math_normalize import comparison_key, fast_compare, normalize_answer, strip_math_delimiters
+from reasonrl.verifiers.math_normalize import (
+    comparison_key,
+    degrees_to_radians,
+    fast_compare,
+    normalize_answer,
+    split_top_level,
+    strip_math_delimiters,
+    text_changes_value,
+)
 
 # ---------------------------------------------------------------------------------------
 # Extraction
@@ -130,51 +138,81 @@ class Extracted:
     kind: str  # LATEX or TEXT
 
 
+@dataclass(frozen=True)
+class _Box:
+    """One ``\\boxed{}``/``\\fbox{}`` with its closing brace found: ``text[start:end]``, content ``text[inner_start:inner_end]``."""
+
+    start: int
+    inner_start: int
+    inner_end: int
+    end: int
+
+    def content(self, text: str) -> str:
+        return text[self.inner_start : self.inner_end].strip()
+
+
+_BOX_TOKEN_RE = re.compile(r"\\boxed|\\fbox|[{}]")
+_SPACES_RE = re.compile(r" *")
+_TOKEN_STOP_RE = re.compile(r"[\s$]")
+
+
+def _scan_boxes(text: str) -> tuple[list[int], dict[int, _Box]]:
+    """Every box command's start, and the boxes that close, by start: one forward pass.
+
+    Braces are matched with one stack for the whole text (a box's ``{`` closes where its depth
+    returns to zero, as a scan from that brace would find), so the cost is linear in the text
+    however many boxes stay open. Contents are sliced only for the boxes that are used.
+    """
+    starts: list[int] = []
+    boxes: dict[int, _Box] = {}
+    stack: list[int] = []  # per open brace: the start of the box it opens, or -1
+    opening: dict[int, int] = {}  # box start -> position of its "{"
+    token_stop = -1  # the last whitespace or "$" found ahead: a brace-less box's content ends there
+    for match in _BOX_TOKEN_RE.finditer(text):
+        token, pos = match.group(0), match.start()
+        if token == "{":
+            owner = starts[-1] if starts and opening.get(starts[-1]) == pos else -1
+            stack.append(owner)
+        elif token == "}":
+            if stack and (owner := stack.pop()) >= 0:
+                boxes[owner] = _Box(owner, opening[owner] + 1, pos, pos + 1)
+        else:
+            starts.append(pos)
+            after = _SPACES_RE.match(text, match.end()).end()
+            if after >= len(text) or text[after].isspace() or text[after] == "$":
+                continue
+            if text[after] == "{":
+                opening[pos] = after
+                continue
+            # The brace-less form "\\boxed 5": its content runs to the next whitespace or "$".
+            if token_stop < after:
+                stop = _TOKEN_STOP_RE.search(text, after)
+                token_stop = stop.start() if stop else len(text)
+            boxes[pos] = _Box(pos, after, token_stop, token_stop)
+    return starts, boxes
+
+
 def _boxed_spans(text: str) -> list[tuple[int, int, str]]:
     """The last ``\\boxed{}``/``\\fbox{}`` and the boxes chained to it by connectors: (start, end, content)."""
+    starts, boxes = _scan_boxes(text)
     spans: list[tuple[int, int, str]] = []
-    limit = len(text)
-    while len(spans) < _MAX_JOINED_BOXES:
-        idx = max(text.rfind("\\boxed", 0, limit), text.rfind("\\fbox", 0, limit))
-        if idx < 0:
-            break
-        found = _read_box(text, idx)
-        if found is None:
-            limit = idx
+    for start in reversed(starts):
+        box = boxes.get(start)
+        if box is None:  # never closed: skipped before the last box, ends a chain after it
             if spans:
                 break
             continue
-        end, content = found
         if spans:
-            gap = text[end : spans[-1][0]]
-            # Connectors are short; the length check also keeps the regex off long gaps.
-            if len(gap) > 200 or not _BOX_CONNECTOR_RE.fullmatch(gap):
+            gap_end = spans[-1][0]
+            # Connectors are short; the length check also keeps the regex off long gaps. A box
+            # that encloses the one after it is no neighbour in a list.
+            if box.end > gap_end or gap_end - box.end > 200 or not _BOX_CONNECTOR_RE.fullmatch(text[box.end : gap_end]):
                 break
-        spans.append((idx, end, content))
-        limit = idx
+        spans.append((box.start, box.end, box.content(text)))
+        if len(spans) == _MAX_JOINED_BOXES:
+            break
     spans.reverse()
     return spans
-
-
-def _read_box(text: str, idx: int) -> tuple[int, str] | None:
-    i = idx + (6 if text.startswith("\\boxed", idx) else 5)
-    while i < len(text) and text[i] == " ":
-        i += 1
-    if i >= len(text):
-        return None
-    if text[i] != "{":
-        m = re.match(r"[^\s$]+", text[i:])
-        return (i + m.end(), m.group(0)) if m else None
-    depth = 0
-    for j in range(i, len(text)):
-        ch = text[j]
-        if ch == "{":
-            depth += 1
-        elif ch == "}":
-            depth -= 1
-            if depth == 0:
-                return j + 1, text[i + 1 : j].strip()
-    return None
 
 
 def _from_boxes(text: str) -> Extracted | None:
@@ -213,7 +251,7 @@ def _from_math_spans(text: str) -> Extracted | None:
     last = None
     for last in _MATH_SPAN_RE.finditer(tail):
         pass
-    if last is None or re.search(r"\d", tail[last.end() :]):
+    if last is None or re.search(r"[0-9]", tail[last.end() :]):
         return None
     span = next(v for v in last.groupdict().values() if v is not None).strip()
     return Extracted(span, "math_span", LATEX) if span else None
@@ -253,7 +291,7 @@ def extract_math_answer(response: str, strict: bool = False) -> Extracted | None
 
 _COMMAND_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox|operatorname|begin|end)\s*\{[^{}]*\}|\\[a-zA-Z]+")
 _PROSE_WORD_RE = re.compile(r"[a-zA-Z]{3,}")
-_NUMBER_TEXT_RE = re.compile(r"[\d\s.,+\-$€£%/]*")
+_NUMBER_TEXT_RE = re.compile(r"[0-9\s.,+\-$€£%/]*")
 
 
 def _looks_like_bare_latex(text: str) -> bool:
@@ -423,8 +461,20 @@ def slow_compare(
         equal, result["note"] = False, "values_differ"
     if not equal and _equal_on_real_domain(g0, p0):
         equal, result["note"] = True, "equal_on_real_domain"
+    if not equal and gold_kind == pred_kind == LATEX:
+        bare = [_PERCENT_RE.fullmatch(side) for side in (gold, pred)]
+        # math-verify takes 7% for 7 but 12.5% only for 0.125: a percent is also its number.
+        if (bare[0] is None) != (bare[1] is None):
+            g, p = (m.group("value") if m else side for m, side in zip(bare, (gold, pred)))
+            if slow_compare(g, LATEX, p, LATEX, float_rounding)["equal"]:
+                equal, result["note"] = True, "percent_as_number"
+    if equal and any(kind == LATEX and text_changes_value(side) for side, kind in ((gold, gold_kind), (pred, pred_kind))):
+        equal, result["note"] = False, "words_change_value"  # math-verify dropped "or more" as a unit
     result["equal"] = bool(equal)
     return result
+
+
+_PERCENT_RE = re.compile(r"(?P<value>[^%]+?)\s*\\?%")
 
 
 # ---------------------------------------------------------------------------------------
@@ -478,10 +528,9 @@ def _helper_main() -> None:  # pragma: no cover - runs in the helper process
 
 
 class _HelperProcess:
-    """One persistent helper subprocess per parent process, shared by its threads (under a lock)."""
+    """One persistent helper subprocess; used by one thread at a time (the pool hands it out)."""
 
     def __init__(self) -> None:
-        self.lock = threading.Lock()
         self.proc: subprocess.Popen | None = None
         self.buffer = b""
         self.ready = False
@@ -552,75 +601,131 @@ class _HelperProcess:
 
     def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
         """Send one request; wait at most ``timeout`` seconds (after the helper is up)."""
-        with self.lock:
-            self.start()
-            if not self.ready:
-                self._wait_ready()  # start-up time does not count against the item's limit
-            assert self.proc is not None and self.proc.stdin is not None
-            try:
-                self.proc.stdin.write(json.dumps(request).encode() + b"\n")
-                self.proc.stdin.flush()
-                line = self._read_line(time.monotonic() + timeout)
-            except SlowPathTimeout:
-                self.kill()
-                self.start()  # its replacement warms up while the caller moves on
-                raise
-            except (SlowPathCrash, BrokenPipeError, OSError) as exc:
-                self.kill()
-                raise SlowPathCrash(str(exc) or "helper died") from None
-            return json.loads(line)
+        self.start()
+        if not self.ready:
+            self._wait_ready()  # start-up time does not count against the item's limit
+        assert self.proc is not None and self.proc.stdin is not None
+        try:
+            self.proc.stdin.write(json.dumps(request).encode() + b"\n")
+            self.proc.stdin.flush()
+            line = self._read_line(time.monotonic() + timeout)
+        except SlowPathTimeout:
+            self.kill()
+            self.start()  # its replacement warms up while the caller moves on
+            raise
+        except (SlowPathCrash, BrokenPipeError, OSError) as exc:
+            self.kill()
+            raise SlowPathCrash(str(exc) or "helper died") from None
+        return json.loads(line)
 
 
-_helper: _HelperProcess | None = None
-_helper_guard = threading.Lock()
+# Helper processes per parent process, started only when every helper is busy: threads that
+# verify at once (a trainer's reward threads) do not queue behind one item stuck until its
+# time limit. Small, because each helper holds its own sympy (about 150 MB).
+MAX_HELPERS = 4
 
 
-def _get_helper() -> _HelperProcess:
-    global _helper
-    with _helper_guard:
-        if _helper is None or _helper.owner_pid != os.getpid():
-            # A forked child must not share its parent's pipes: it starts its own helper.
-            _helper = _HelperProcess()
-        return _helper
+class _HelperPool:
+    """Up to :data:`MAX_HELPERS` helper processes of this process, handed to one thread at a time."""
+
+    def __init__(self) -> None:
+        self.owner_pid = os.getpid()
+        self.cond = threading.Condition()
+        self.idle: list[_HelperProcess] = []
+        self.helpers: list[_HelperProcess] = []
+
+    def acquire(self) -> _HelperProcess:
+        """An idle helper (a ready one first), a new one while there are fewer than the maximum, else wait."""
+        with self.cond:
+            while True:
+                if self.idle:
+                    ready = [h for h in self.idle if h.ready]
+                    helper = (ready or self.idle)[-1]
+                    self.idle.remove(helper)
+                    return helper
+                if len(self.helpers) < MAX_HELPERS:
+                    helper = _HelperProcess()
+                    self.helpers.append(helper)
+                    return helper
+                self.cond.wait()
+
+    def release(self, helper: _HelperProcess) -> None:
+        with self.cond:
+            self.idle.append(helper)
+            self.cond.notify()
+
+    def call(self, request: dict[str, Any], timeout: float) -> dict[str, Any]:
+        helper = self.acquire()
+        try:
+            return helper.call(request, timeout)
+        finally:
+            self.release(helper)
+
+    def prestart(self) -> None:
+        """Start the first helper in the background (the first slow item then waits less)."""
+        with self.cond:
+            if self.helpers:
+                return
+            helper = _HelperProcess()
+            self.helpers.append(helper)
+            helper.start()
+            self.idle.append(helper)
+            self.cond.notify()
+
+    def kill_all(self) -> None:
+        with self.cond:
+            helpers = list(self.helpers)
+        for helper in helpers:
+            helper.kill()
+
+
+_pool: _HelperPool | None = None
+_pool_guard = threading.Lock()
+
+
+def _get_pool() -> _HelperPool:
+    global _pool
+    with _pool_guard:
+        if _pool is None or _pool.owner_pid != os.getpid():
+            # A forked child must not share its parent's pipes: it starts its own helpers.
+            _pool = _HelperPool()
+        return _pool
 
 
 _inherited: list[Any] = []
 
 
-def _forget_helper_after_fork() -> None:
-    """In a forked child: drop the parent's helper (never kill it) and close our copies of its pipes."""
-    global _helper, _helper_guard
-    inherited, _helper = _helper, None
-    _helper_guard = threading.Lock()
-    if inherited is not None and inherited.proc is not None:
-        for stream in (inherited.proc.stdin, inherited.proc.stdout):
+def _forget_helpers_after_fork() -> None:
+    """In a forked child: drop the parent's helpers (never kill them) and close our copies of their pipes."""
+    global _pool, _pool_guard
+    inherited, _pool = _pool, None
+    _pool_guard = threading.Lock()
+    for helper in inherited.helpers if inherited is not None else ():
+        if helper.proc is None:
+            continue
+        for stream in (helper.proc.stdin, helper.proc.stdout):
             try:
                 if stream is not None:
                     stream.close()
             except OSError:
                 pass
-        _inherited.append(inherited.proc)  # keep the Popen object: it is the parent's to reap
+        _inherited.append(helper.proc)  # keep the Popen object: it is the parent's to reap
 
 
 def shutdown_helper() -> None:
-    """Stop this process's helper (it restarts on the next slow-path item)."""
-    helper = _helper
-    if helper is not None and helper.owner_pid == os.getpid():
-        helper.kill()
+    """Stop this process's helpers (they restart on the next slow-path item)."""
+    pool = _pool
+    if pool is not None and pool.owner_pid == os.getpid():
+        pool.kill_all()
 
 
-os.register_at_fork(after_in_child=_forget_helper_after_fork)
+os.register_at_fork(after_in_child=_forget_helpers_after_fork)
 atexit.register(shutdown_helper)
 
 
 def prestart_helper() -> None:
-    """Start this process's helper in the background (the first slow item then waits less)."""
-    helper = _get_helper()
-    if helper.lock.acquire(blocking=False):
-        try:
-            helper.start()
-        finally:
-            helper.lock.release()
+    """Start this process's first helper in the background (the first slow item then waits less)."""
+    _get_pool().prestart()
 
 
 def slow_compare_with_deadline(
@@ -633,7 +738,7 @@ def slow_compare_with_deadline(
         SlowPathCrash: the helper died (its error is in the message).
     """
     request = {"gold": gold, "gold_kind": gold_kind, "pred": pred, "pred_kind": pred_kind, "float_rounding": float_rounding}
-    return _get_helper().call(request, timeout)
+    return _get_pool().call(request, timeout)
 
 
 # ---------------------------------------------------------------------------------------
@@ -681,7 +786,8 @@ class MathVerifier(Verifier):
             raise ValueError("math: options 'fast_only' and fast_path=False exclude each other")
 
     def verify(self, response: str, answer: Any) -> Verdict:
-        if not self.fast_only and (_helper is None or _helper.proc is None or _helper.owner_pid != os.getpid()):
+        started = time.monotonic()  # the item's time limit covers the whole call
+        if not self.fast_only:
             prestart_helper()  # overlaps its ~2 s start-up with the fast items before the first slow one
         gold = gold_span(answer)
         gold_norm = normalize_answer(gold.span) if gold.kind == LATEX else gold.span
@@ -689,7 +795,22 @@ class MathVerifier(Verifier):
         found = extract_math_answer(response or "", strict=self.strict)
         if found is None:
             return Verdict(0.0, False, None, "no_answer", details)
-        pred_norm = normalize_answer(found.span) if found.kind == LATEX else found.span
+        verdict = self._judge(gold, gold_norm, found, details, started)
+        if verdict.reason == "wrong_answer" and found.source in ("boxed", "tag"):
+            # Several boxes read as one set of answers, where the gold is a set (see the module docstring).
+            several = _several_boxes(response or "", gold_norm if gold.kind == LATEX else None)
+            if several is not None and several.span != found.span:
+                second = self._judge(gold, gold_norm, several, {"gold": details["gold"]}, started)
+                if second.correct or second.reason == "timeout":
+                    return second
+        return verdict
+
+    def _judge(self, gold: Extracted, gold_norm: str, found: Extracted, details: dict[str, Any], started: float) -> Verdict:
+        """The verdict on one extracted prediction: fast path, else the slow path in the time left."""
+        pred_norm = found.span
+        if found.kind == LATEX:
+            radians = degrees_to_radians(found.span) if gold.kind == LATEX and _in_radians(gold_norm) else None
+            pred_norm = normalize_answer(radians or found.span)
         details["source"] = found.source
         extracted = pred_norm[:500]
         if not pred_norm:
@@ -712,10 +833,11 @@ class MathVerifier(Verifier):
             return _verdict(False, extracted, details)
 
         details["path"] = "slow"
+        time_left = self.timeout - (time.monotonic() - started)
         try:
-            result = slow_compare_with_deadline(
-                gold_norm, gold.kind, pred_norm, found.kind, self.float_rounding, self.timeout
-            )
+            if time_left <= 0:
+                raise SlowPathTimeout()
+            result = slow_compare_with_deadline(gold_norm, gold.kind, pred_norm, found.kind, self.float_rounding, time_left)
         except SlowPathTimeout:
             return Verdict.failure("timeout", extracted=extracted, **details, timeout_s=self.timeout)
         except SlowPathCrash as exc:
@@ -729,7 +851,47 @@ class MathVerifier(Verifier):
         return _verdict(result["equal"], extracted, details)
 
 
-_PLAIN_NUMBER_RE = re.compile(r"-?(?:\d+(?:\.\d+)?|\.\d+)(?:\s*/\s*\d+)?")
+def _several_boxes(response: str, gold_norm: str | None) -> Extracted | None:
+    """Every boxed answer of the response as one list, when the gold is a list of several answers.
+
+    A solution may box each answer in its own sentence (``$a=\\boxed{-1}$ and $a=\\boxed{2}$``).
+    Read only when the gold has several items (``-1, 2`` or ``\\{-1, 2\\}``; a tuple or an
+    interval is one answer) and the distinct boxed items are exactly as many: several boxes
+    against a single gold stay a hedge, and a superset of the gold set never matches.
+    """
+    if gold_norm is None:
+        return None
+    wrapped = gold_norm.startswith("\\{") and gold_norm.endswith("\\}")
+    gold_items = split_top_level(gold_norm[2:-2] if wrapped else gold_norm)
+    if len(gold_items) < 2:
+        return None
+    tagged = extract_tag(response)
+    text = response if tagged is None else tagged
+    starts, boxes = _scan_boxes(text)
+    items: dict[str, str] = {}
+    enclosing_end = -1
+    for start in starts:
+        box = boxes.get(start)
+        if box is None or start < enclosing_end:  # unclosed, or inside a box already read
+            continue
+        enclosing_end = box.end
+        for item in split_top_level(normalize_answer(box.content(text))):
+            if item:
+                items.setdefault(comparison_key(item), item)
+        if len(items) > len(gold_items):
+            return None
+    if len(items) != len(gold_items):
+        return None
+    joined = ", ".join(items.values())
+    return Extracted(f"\\{{{joined}\\}}" if wrapped else joined, "boxes", LATEX)
+
+
+def _in_radians(gold_norm: str) -> bool:
+    """A gold angle in radians: it holds pi and no degree mark (normalized golds have none left)."""
+    return "\\pi" in gold_norm
+
+
+_PLAIN_NUMBER_RE = re.compile(r"-?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+)(?:\s*/\s*[0-9]+)?")
 
 
 def _fast_text_compare(gold: str, gold_kind: str, pred: str, pred_kind: str, float_rounding: int) -> bool | None:

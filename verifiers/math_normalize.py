@@ -48,17 +48,34 @@ _DEGREES_RE = re.compile(r"\^\s*\{?\s*\\circ\s*\}?|\\circ|°|\\degree(?![a-zA-Z]
 _DISPLAYSTYLE_RE = re.compile(r"\\(?:displaystyle|textstyle)(?![a-zA-Z])")
 # Thousands separators written the LaTeX way: 1{,}000 and 1,\!000 (never a plain "1,000",
 # which is ambiguous with a list of two numbers; math-verify reads that one itself).
-_THOUSANDS_RE = re.compile(r"(?<=\d)(?:\{,\}|,\\!|,\s?\\,|\\,)\s?(?=\d{3}(?!\d))")
+_THOUSANDS_RE = re.compile(r"(?<=[0-9])(?:\{,\}|,\s?\\[!,]|\\,)\s?(?=[0-9]{3}(?![0-9]))")
 # A LaTeX row break "\\\\" is matched first and kept, so "\\\\ 2" is not read as "\\" + "\\ ".
 # A whole span that is one number with separators: "10,455", "1 000 000.5" (latex2sympy
 # reads the comma form this way too; the space form it would read as a product).
-_SEPARATED_NUMBER_RE = re.compile(r"-?\d{1,3}(?:(?P<sep>[, ])\d{3})(?:(?P=sep)\d{3})*(?:\.\d+)?")
+_SEPARATED_NUMBER_RE = re.compile(r"-?[0-9]{1,3}(?:(?P<sep>[, ])[0-9]{3})(?:(?P=sep)[0-9]{3})*(?:\.[0-9]+)?")
 _THIN_SPACES_RE = re.compile(r"\\\\|\\[!,;:](?![a-zA-Z])|\\ |~")
 # A trailing unit or word after a value: "10 \text{ cm}^2", "5\mbox{ apples}", "3\text{ days}".
+_TEXT_COMMAND = r"\\(?:text|textbf|textnormal|mbox|mathrm)\s*"
+_UNIT_WORDS = r"[A-Za-z][A-Za-z .]*"
+_SQUARED_OR_CUBED = r"(?:\s*\^\s*\{?[23]\}?)?"
 _TRAILING_TEXT_RE = re.compile(
-    r"^(?P<value>.*?[0-9}a-zA-Z)])\s*\\(?:text|textbf|textnormal|mbox|mathrm)\s*\{\s*[A-Za-z][A-Za-z .]*\}(?:\s*\^\s*\{?[23]\}?)?\s*$",
-    re.DOTALL,
+    rf"^(?P<value>.*?[0-9}}a-zA-Z)])\s*{_TEXT_COMMAND}\{{\s*(?P<unit>{_UNIT_WORDS})\}}{_SQUARED_OR_CUBED}\s*$", re.DOTALL
 )
+# A number and its unit in one text: "\text{10 inches}", "\mbox{5 dollars}".
+_NUMBER_IN_TEXT_RE = re.compile(
+    rf"{_TEXT_COMMAND}\{{\s*(?P<value>-?(?:[0-9]+(?:\.[0-9]+)?|\.[0-9]+))\s*(?P<unit>{_UNIT_WORDS})?\}}{_SQUARED_OR_CUBED}"
+)
+# Words that make "a number and a unit" something else: a second answer ("10 or 12"), a
+# bound ("10 or more"), a multiplier ("5 million") or a number in words ("10 and twelve").
+_NOT_UNIT_WORDS = frozenset(
+    """or and nor not no to than more less fewer least most plus minus times over under about approximately
+    roughly nearly almost except but if unless between from percent half halves dozen dozens hundred hundreds
+    thousand thousands million millions billion billions trillion trillions zero one two three four five six
+    seven eight nine ten eleven twelve thirteen fourteen fifteen sixteen seventeen eighteen nineteen twenty
+    thirty forty fifty sixty seventy eighty ninety""".split()
+)
+# A choice list in one text: "\text{A, D}", "\text{(B), (E)}" -> "A, D" (read as letters).
+_CHOICE_LIST_RE = re.compile(rf"{_TEXT_COMMAND}\{{\s*(?P<letters>\(?[A-Z]\)?(?:\s*,\s*\(?[A-Z]\)?)+)\s*\}}")
 # Single-letter \mathrm{e} is the constant e (math-verify's unit stripping eats it otherwise).
 _MATHRM_LETTER_RE = re.compile(r"\\(?:mathrm|mathit|text)\s*\{\s*([a-zA-Z])\s*\}")
 _WS_RE = re.compile(r"\s+")
@@ -95,6 +112,7 @@ def normalize_answer(span: str) -> str:
     text = strip_math_delimiters(span)
     text = _DISPLAYSTYLE_RE.sub("", text)
     text = _FRAC_VARIANTS_RE.sub(r"\\frac", text)
+    text = _brace_arguments(text)
     text = _LEFT_RIGHT_DOT_RE.sub("", text)
     text = _LEFT_RIGHT_RE.sub("", text)
     text = _DEGREES_RE.sub("", text)
@@ -108,10 +126,121 @@ def normalize_answer(span: str) -> str:
     text = text.rstrip(" .,;")
     if _SEPARATED_NUMBER_RE.fullmatch(text):
         text = text.replace(",", "").replace(" ", "")
-    match = _TRAILING_TEXT_RE.match(text)
-    if match and match.group("value").strip():
+    match = _NUMBER_IN_TEXT_RE.fullmatch(text) or _TRAILING_TEXT_RE.match(text)
+    if match and match.group("value").strip() and _is_unit(match.group("unit")):
         text = match.group("value").strip()
+    choices = _CHOICE_LIST_RE.fullmatch(text)
+    if choices:
+        text = ", ".join(re.findall(r"[A-Z]", choices.group("letters")))
     return text.rstrip(" .,;")
+
+
+def text_changes_value(normalized: str) -> bool:
+    """A value followed by words that are no unit (``10\\text{ or more}``, ``5\\text{ million}``).
+
+    :func:`normalize_answer` keeps such words; math-verify would drop them as a unit.
+    """
+    match = _NUMBER_IN_TEXT_RE.fullmatch(normalized) or _TRAILING_TEXT_RE.match(normalized)
+    return bool(match and match.group("value").strip() and not _is_unit(match.group("unit")))
+
+
+def _is_unit(words: str | None) -> bool:
+    """Could ``words`` (after a number) be a unit or a plain noun, and not change the answer?"""
+    return words is None or not any(word in _NOT_UNIT_WORDS for word in re.findall(r"[a-z]+", words.lower()))
+
+
+def _brace_arguments(text: str) -> str:
+    """``\\frac \\pi4`` -> ``\\frac{\\pi}{4}``, ``\\sqrt 3`` -> ``\\sqrt{3}``: arguments written as single tokens get braces.
+
+    TeX reads one token per argument (a digit, a letter, a command), which math-verify does
+    not when a space or a command comes first. One pass: the braces are matched once.
+    """
+    if "\\frac" not in text and "\\sqrt" not in text:
+        return text
+    closing = _matching_braces(text)
+    edits: list[tuple[int, int, str]] = []  # (start, end, replacement), never overlapping
+    for command in _BRACED_COMMAND_RE.finditer(text):
+        pos = command.end()
+        planned: list[tuple[int, int, str]] = []
+        if command.group(1) == "sqrt":
+            index = _ROOT_INDEX_RE.match(text, pos)
+            pos = index.end() if index else pos
+        for _ in range(2 if command.group(1) == "frac" else 1):
+            start = pos
+            while pos < len(text) and text[pos] == " ":
+                pos += 1
+            if pos < len(text) and text[pos] == "{" and pos in closing:
+                planned.append((start, pos, ""))
+                pos = closing[pos] + 1
+                continue
+            token = _ARGUMENT_TOKEN_RE.match(text, pos)
+            if token is None or token.group(0) in ("\\frac", "\\sqrt"):
+                planned = []
+                break
+            planned.append((start, token.end(), "{" + token.group(0) + "}"))
+            pos = token.end()
+        edits.extend(edit for edit in planned if edit[2] or edit[1] > edit[0])
+    if not edits:
+        return text
+    edits.sort()
+    out, last = [], 0
+    for start, end, replacement in edits:
+        out.append(text[last:start])
+        out.append(replacement)
+        last = end
+    out.append(text[last:])
+    return "".join(out)
+
+
+_BRACED_COMMAND_RE = re.compile(r"\\(frac|sqrt)(?![a-zA-Z])")
+_ARGUMENT_TOKEN_RE = re.compile(r"\\[a-zA-Z]+|[0-9a-zA-Z]")
+_ROOT_INDEX_RE = re.compile(r"\s*\[[^\[\]{}]{0,20}\]")
+
+
+def _matching_braces(text: str) -> dict[int, int]:
+    """Position of each ``{`` -> position of its ``}`` (escaped ``\\{``/``\\}`` are not grouping braces)."""
+    closing: dict[int, int] = {}
+    stack: list[int] = []
+    for match in re.finditer(r"\\[{}]|[{}]", text):
+        if match.group(0) == "{":
+            stack.append(match.start())
+        elif match.group(0) == "}" and stack:
+            closing[stack.pop()] = match.start()
+    return closing
+
+
+_ANGLE_IN_DEGREES_RE = re.compile(rf"(?P<number>[0-9]+(?:\.[0-9]+)?)\s*(?:{_DEGREES_RE.pattern})")
+
+
+def degrees_to_radians(span: str) -> str | None:
+    """``90^\\circ`` -> ``\\frac{90\\pi}{180}``: every angle of ``span`` in radians.
+
+    None when ``span`` has no degree mark, or one that does not follow a plain number.
+    """
+    converted = _ANGLE_IN_DEGREES_RE.sub(lambda m: f"\\frac{{{m.group('number')}\\pi}}{{180}}", span)
+    if converted == span or _DEGREES_RE.search(converted):
+        return None
+    return converted
+
+
+def split_top_level(text: str) -> list[str]:
+    """``text`` split at its commas outside brackets and braces: ``"1, (2, 3)"`` -> ``["1", "(2, 3)"]``."""
+    items, depth, start = [], 0, 0
+    for match in _GROUPING_RE.finditer(text):
+        token = match.group(0)
+        if token == ",":
+            if depth == 0:
+                items.append(text[start : match.start()].strip())
+                start = match.end()
+        elif token in ("(", "[", "{", "\\{"):
+            depth += 1
+        else:
+            depth -= 1
+    items.append(text[start:].strip())
+    return items
+
+
+_GROUPING_RE = re.compile(r"\\[{}]|[()\[\]{},]")
 
 
 def comparison_key(normalized: str) -> str:
@@ -153,7 +282,7 @@ _SPECIAL_LETTERS = frozenset("eEiI")
 
 _TOKEN_RE = re.compile(
     r"\s*(?:"
-    r"(?P<num>\d+\.\d+|\d+|\.\d+)"
+    r"(?P<num>[0-9]+\.[0-9]+|[0-9]+|\.[0-9]+)"
     r"|(?P<cmd>\\(?:frac|sqrt|pi|cdot|times|div|infty|pm|cup|\{|\}))(?![a-zA-Z])"
     r"|(?P<var>[a-zA-Z])"
     r"|(?P<op>[-+*/^(){}\[\],])"
@@ -690,12 +819,12 @@ _WORD_ANSWER_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{\s*(?:\(?[A-Za-z][
 _SINGLE_LETTER_RE = re.compile(r"\\(?:text|textbf|mathrm|mbox)\{\s*\(?([A-Za-z])\)?\s*\}")
 # a + bi written out: "6 - 5i", "1+274i", "2i", "-i".
 _COMPLEX_RE = re.compile(
-    r"(?:(?P<re>-?\d+(?:\.\d+)?)\s*(?P<sign>[-+])\s*|(?P<lead>-))?(?P<im>\d+(?:\.\d+)?)?\s*i"
+    r"(?:(?P<re>-?[0-9]+(?:\.[0-9]+)?)\s*(?P<sign>[-+])\s*|(?P<lead>-))?(?P<im>[0-9]+(?:\.[0-9]+)?)?\s*i"
 )
 # A number with a base subscript, "52_8", "4210_{5}": math-verify drops the subscript.
-_SUBSCRIPT_BASE_RE = re.compile(r"(?P<digits>\d+)\s*_\s*(?:\{\s*\d+\s*\}|\d)")
+_SUBSCRIPT_BASE_RE = re.compile(r"(?P<digits>[0-9]+)\s*_\s*(?:\{\s*[0-9]+\s*\}|[0-9])")
 _EQUATION_RE = re.compile(r"[^=<>]+=[^=<>]+")
-_EXPONENT_RE = re.compile(r"\^\s*(?:\{[^{}]*\}|\d)")
+_EXPONENT_RE = re.compile(r"\^\s*(?:\{[^{}]*\}|[0-9])")
 
 
 def _word_versus(word: str, other: str, value: Value) -> bool | None:
@@ -721,7 +850,7 @@ def _word_versus(word: str, other: str, value: Value) -> bool | None:
     if constant or not isinstance(value, Scalar):
         return False
     stripped = _EXPONENT_RE.sub("", other)
-    if re.search(r"[\d+\-]|\\frac|\\sqrt|\\pi", stripped):
+    if re.search(r"[0-9+\-]|\\frac|\\sqrt|\\pi", stripped):
         return False
     return None
 
@@ -846,7 +975,7 @@ def _compare_equations(gold: str, pred: str, float_rounding: int) -> bool | None
     if not g_eq:
         return None  # chains "a = b = c" and other relations: the slow path
     lhs, rhs = (side.strip() for side in gold.split("="))
-    if not re.search(r"\d", lhs):
+    if not re.search(r"[0-9]", lhs):
         # math-verify's "assignment": a left side made of symbols only (x, f(x), |AB|, NO/BO).
         return _compare_texts(rhs, pred, float_rounding, allow_equations=False)
     value = evaluate_constant(pred)

@@ -183,7 +183,9 @@ def deepspeed_config(
     return config
 
 
-def wrap_with_deepspeed(model: torch.nn.Module, config: Mapping[str, Any], optimizer: Any = None) -> Any:
+def wrap_with_deepspeed(
+    model: torch.nn.Module, config: Mapping[str, Any], optimizer: Any = None, param_groups: list[dict[str, Any]] | None = None
+) -> Any:
     """Wrap ``model`` in a DeepSpeed engine.
 
     Args:
@@ -192,6 +194,8 @@ def wrap_with_deepspeed(model: torch.nn.Module, config: Mapping[str, Any], optim
         optimizer: optional client optimizer (an instance, or a callable taking the parameters);
             it replaces the config's ``optimizer`` section (DeepSpeed then needs
             ``zero_allow_untested_optimizer``, set here).
+        param_groups: optional torch-style parameter groups (each with its own ``lr``); default
+            every trainable parameter of ``model`` in one group.
 
     Returns:
         The ``DeepSpeedEngine``: ``engine(**batch)``, ``engine.backward(loss)``, ``engine.step()``
@@ -207,7 +211,7 @@ def wrap_with_deepspeed(model: torch.nn.Module, config: Mapping[str, Any], optim
     if optimizer is not None:
         config.pop("optimizer", None)
         config["zero_allow_untested_optimizer"] = True
-    parameters = [p for p in model.parameters() if p.requires_grad]
+    parameters = param_groups if param_groups is not None else [p for p in model.parameters() if p.requires_grad]
     engine, _, _, _ = deepspeed.initialize(model=model, model_parameters=parameters, optimizer=optimizer, config=config)
     return engine
 

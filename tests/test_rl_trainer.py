@@ -13,7 +13,9 @@ from reasonrl.engines.hf_engine import HFEngine
 from reasonrl.models.tiny import TinyModelConfig, build_tiny_model
 from reasonrl.tasks import get_task
 from reasonrl.trainers.data import ProblemSource
-from reasonrl.trainers.rl import RLTrainer, warn_on_dead_signal
+from reasonrl.trainers.base import warn_on_dead_signal
+from reasonrl.trainers.rewards import RewardOutput
+from reasonrl.trainers.rl import RLTrainer
 from reasonrl.types import Verdict
 
 BASE = ["rollout.prompts_per_step=4", "rollout.group_size=4", "rollout.max_tokens=4", "optim.lr=1e-3",
@@ -43,6 +45,17 @@ def even_first_token(problems, responses, tokenizer):
     return out
 
 
+class VerdictRewarder:
+    """A rewarder over a test's verdict function (reward = each verdict's reward)."""
+
+    def __init__(self, verify):
+        self.verify = verify
+
+    def __call__(self, problems, responses):
+        verdicts = self.verify(problems, responses)
+        return RewardOutput(verdicts=verdicts, rewards=[v.reward for v in verdicts])
+
+
 def make_trainer(tiny_dir, source, overrides=(), verify="even", ref=False):
     torch.manual_seed(0)
     config = load_config(TrainConfig, None, [*BASE, *overrides])
@@ -50,12 +63,12 @@ def make_trainer(tiny_dir, source, overrides=(), verify="even", ref=False):
     tokenizer = AutoTokenizer.from_pretrained(tiny_dir)
     ref_model = AutoModelForCausalLM.from_pretrained(tiny_dir).eval() if ref else None
     verify_fn = (lambda p, r: even_first_token(p, r, tokenizer)) if verify == "even" else verify
-    return RLTrainer(config, model, tokenizer, HFEngine(model, tokenizer), source, ref_model=ref_model,
-                     verify_fn=verify_fn, log=lambda m: None)
+    return RLTrainer.from_models(config, model, tokenizer, HFEngine(model, tokenizer), source, VerdictRewarder(verify_fn),
+                                 ref_model=ref_model, log=lambda m: None)
 
 
 def params_of(trainer):
-    return {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+    return {k: v.detach().clone() for k, v in trainer.policy.model.state_dict().items()}
 
 
 # Adam's first step moves every weight by about lr * sign(grad); summation-order noise in a tiny gradient
@@ -182,7 +195,7 @@ def test_dead_signal_warnings():
 
 
 def test_shared_prompt_forward_matches_the_plain_pass(tiny_dir):
-    from reasonrl.trainers.rl import response_logprobs
+    from reasonrl.trainers.logprobs import response_logprobs
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir).train()
     torch.manual_seed(0)
@@ -210,7 +223,7 @@ def test_shared_prompt_forward_matches_the_plain_pass(tiny_dir):
 def test_chunked_logprobs_match_one_pass_with_gradients(tiny_dir, monkeypatch):
     """response_logprobs converts logits to fp32 a few rows at a time (recomputed in backward);
     the log-probs, entropies and gradients equal the one-shot formula's."""
-    from reasonrl.trainers import rl
+    from reasonrl.trainers import logprobs as rl
 
     model = AutoModelForCausalLM.from_pretrained(tiny_dir).train()
     torch.manual_seed(1)

@@ -8,10 +8,17 @@
 * ``rng.pt`` — Python ``random``, NumPy and torch (CPU and CUDA) generator states;
 * ``trainer_state.json`` — the step, the data streams' positions and anything else the trainer
   needs (JSON);
-* ``extra.pt`` — optional extra modules (e.g. the PPO value head).
+* ``extra.pt`` — optional extra modules (e.g. the PPO value head);
+* ``roles/<name>/model.safetensors`` — every other model role that trained or drifted (a
+  critic model, a reference synced from the policy), see :mod:`reasonrl.trainers.roles`.
 
-A checkpoint is written into ``step-N.tmp`` and renamed when complete, so a run killed while
-saving never leaves a half checkpoint that a resume would pick up.
+A LoRA policy's checkpoint holds its adapter (``adapter_model.safetensors``, ``adapter_config.json``
+naming the base), which ``peft`` and ``reasonrl eval`` load over the base.
+
+A checkpoint is written into ``step-N.tmp``, every file fsync'd, and renamed when complete, so a
+run killed while saving (or a machine losing power) never leaves a half checkpoint that a resume
+would pick up. A resume reads a checkpoint whole before it changes anything, and a checkpoint that
+does not load (a truncated file) is skipped for the one before it (:func:`restore_trainer`).
 
 A run over several ranks (DeepSpeed ZeRO) writes the same files, except that the optimizer state
 is DeepSpeed's own, one shard per rank, in ``deepspeed/`` (with its copy of the module weights):
@@ -59,6 +66,10 @@ def set_rng_state(state: dict[str, Any]) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
+class CheckpointError(RuntimeError):
+    """A checkpoint cannot be loaded (missing, truncated or mismatched files)."""
+
+
 def save_checkpoint(
     run_dir: str | os.PathLike,
     step: int,
@@ -68,6 +79,7 @@ def save_checkpoint(
     trainer_state: dict[str, Any],
     extra: dict[str, Any] | None = None,
     keep: int = 0,
+    roles: list[Any] = (),
 ) -> Path:
     """Write ``run_dir/checkpoints/step-<step>/`` atomically; keep the newest ``keep`` (0 = all).
 
@@ -89,20 +101,37 @@ def save_checkpoint(
         torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     if extra:
         torch.save(extra, tmp / "extra.pt")
+    for role in roles:
+        role.save(tmp / "roles")
     _finish(run_dir, tmp, final, step, trainer_state, keep)
     return final
 
 
 def _finish(run_dir: str | os.PathLike, tmp: Path, final: Path, step: int, trainer_state: dict[str, Any], keep: int) -> None:
-    """RNG and trainer state into ``tmp``, then rename it to ``final`` and drop old checkpoints."""
+    """RNG and trainer state into ``tmp``, everything flushed to disk, then rename it to ``final``
+    and drop old checkpoints."""
     torch.save(rng_state(), tmp / "rng.pt")
     (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **trainer_state}, indent=2) + "\n")
+    # Without the fsyncs a power loss after the rename can leave a complete-looking checkpoint
+    # whose files are empty or truncated: the rename reaches the disk before the data.
+    for path in sorted(tmp.rglob("*"), reverse=True):
+        _fsync(path)
+    _fsync(tmp)
     if final.exists():
         shutil.rmtree(final)
     os.replace(tmp, final)
+    _fsync(final.parent)
     if keep > 0:
         for old in list_checkpoints(run_dir)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def save_deepspeed_checkpoint(
@@ -113,6 +142,7 @@ def save_deepspeed_checkpoint(
     trainer_state: dict[str, Any],
     is_main: bool,
     keep: int = 0,
+    roles: list[Any] = (),
 ) -> Path:
     """:func:`save_checkpoint` for a DeepSpeed engine; every rank calls it (it runs collectives).
 
@@ -133,8 +163,13 @@ def save_deepspeed_checkpoint(
     dist.barrier()
     engine.save_checkpoint(str(tmp), tag=DEEPSPEED_TAG, save_latest=False)
     weights = gathered_state_dict(engine)
+    # Roles outside the engine (a synced reference); a role trained inside it lives in DeepSpeed's files.
+    untrained = [role for role in roles if not role.trainable]
+    for role in untrained:
+        if is_main:
+            role.save(tmp / "roles")
     if is_main:
-        # The engine may wrap the policy with other trained modules (RLTrainer's PolicyAndValue):
+        # The engine may wrap the policy with other trained modules (roles.PolicyWithCritic):
         # the HF checkpoint holds the policy alone; the others live in DeepSpeed's files.
         policy = getattr(engine.module, "policy", engine.module)
         if policy is not engine.module:
@@ -191,34 +226,107 @@ def load_trainer_state(checkpoint: str | os.PathLike) -> dict[str, Any]:
 
 
 def restore_checkpoint(
-    checkpoint: str | os.PathLike, model: Any, optimizer: torch.optim.Optimizer | None = None, restore_rng: bool = True
+    checkpoint: str | os.PathLike, model: Any, optimizer: torch.optim.Optimizer | None = None, restore_rng: bool = True,
+    roles: list[Any] = (),
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Load weights into ``model`` (in place), the optimizer state and (optionally) the RNG states.
+    """Load weights into ``model`` (in place), the optimizer state, other ``roles`` and (optionally)
+    the RNG states. Every file is read and checked before anything changes, so a checkpoint that
+    does not load leaves the model and optimizer as they were.
 
     Returns:
         ``(trainer_state, extra)``.
+
+    Raises:
+        CheckpointError: a file is missing, truncated or does not match the model.
+        CheckpointLaunchMismatch: written by a run over several ranks (resume with that launch).
     """
+    checkpoint = Path(checkpoint)
+    if optimizer is not None and not (checkpoint / "optimizer.pt").exists() and (checkpoint / DEEPSPEED_TAG).is_dir():
+        raise CheckpointLaunchMismatch(
+            f"{checkpoint} was written by a run over several ranks (DeepSpeed); resume it with the same launch command"
+        )
+    try:
+        state = load_trainer_state(checkpoint)
+        weights = _read_weights(checkpoint, model)
+        optimizer_state = _torch_load(checkpoint / "optimizer.pt") if optimizer is not None and (checkpoint / "optimizer.pt").exists() else None
+        rng = _torch_load(checkpoint / "rng.pt") if restore_rng and (checkpoint / "rng.pt").exists() else None
+        extra = _torch_load(checkpoint / "extra.pt") if (checkpoint / "extra.pt").exists() else {}
+        role_weights = {role.name: role.read(checkpoint / "roles") for role in roles if (checkpoint / "roles" / role.name).is_dir()}
+    except CheckpointError:
+        raise
+    except Exception as error:  # truncated safetensors / pickles, unreadable JSON: all mean "does not load"
+        raise CheckpointError(f"{type(error).__name__}: {error}") from error
+    weights()  # loads into the model
+    if optimizer_state is not None:
+        optimizer.load_state_dict(optimizer_state)
+    for role in roles:
+        if role.name in role_weights:
+            role.apply(role_weights[role.name])
+    if rng is not None:
+        set_rng_state(rng)
+    return state, extra
+
+
+class CheckpointLaunchMismatch(RuntimeError):
+    """A checkpoint written by one process resumed over several ranks, or the other way round."""
+
+
+def _torch_load(path: Path) -> Any:
+    return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def _read_weights(checkpoint: Path, model: Any) -> Any:
+    """Read and check the policy's weights (whole HF weights, or a LoRA adapter); returns the
+    function that loads them into ``model``."""
     from safetensors.torch import load_file
 
-    checkpoint = Path(checkpoint)
     unwrapped = getattr(model, "module", model)
+    if hasattr(unwrapped, "peft_config"):
+        from peft import set_peft_model_state_dict
+
+        adapter = checkpoint / "adapter_model.safetensors"
+        if not adapter.exists():
+            raise CheckpointError(f"{checkpoint}: no adapter_model.safetensors for the LoRA policy")
+        adapter_weights = load_file(str(adapter))
+        return lambda: set_peft_model_state_dict(unwrapped, adapter_weights)
     weights = {}
     for shard in sorted(checkpoint.glob("*.safetensors")):
         weights.update(load_file(str(shard)))
     if not weights:
-        raise FileNotFoundError(f"{checkpoint}: no *.safetensors weights")
-    missing, unexpected = unwrapped.load_state_dict(weights, strict=False)
+        raise CheckpointError(f"{checkpoint}: no *.safetensors weights")
     # Tied embeddings are saved once; anything else missing means the checkpoint does not match the model.
+    expected = set(unwrapped.state_dict())
     tied = {"lm_head.weight"} if getattr(unwrapped.config, "tie_word_embeddings", False) else set()
-    if set(missing) - tied or unexpected:
-        raise RuntimeError(f"{checkpoint}: weights do not match the model (missing {missing}, unexpected {unexpected})")
-    if optimizer is not None and not (checkpoint / "optimizer.pt").exists() and (checkpoint / DEEPSPEED_TAG).is_dir():
-        raise FileNotFoundError(
-            f"{checkpoint} was written by a run over several ranks (DeepSpeed); resume it with the same launch command"
-        )
-    if optimizer is not None and (checkpoint / "optimizer.pt").exists():
-        optimizer.load_state_dict(torch.load(checkpoint / "optimizer.pt", map_location="cpu", weights_only=False))
-    if restore_rng and (checkpoint / "rng.pt").exists():
-        set_rng_state(torch.load(checkpoint / "rng.pt", weights_only=False))
-    extra = torch.load(checkpoint / "extra.pt", weights_only=False) if (checkpoint / "extra.pt").exists() else {}
-    return load_trainer_state(checkpoint), extra
+    missing, unexpected = expected - set(weights) - tied, set(weights) - expected
+    if missing or unexpected:
+        raise CheckpointError(f"{checkpoint}: weights do not match the model (missing {sorted(missing)}, unexpected {sorted(unexpected)})")
+    return lambda: unwrapped.load_state_dict(weights, strict=False)
+
+
+def restore_trainer(checkpoint: str | os.PathLike, trainer: Any) -> dict[str, Any]:
+    """Restore a trainer's roles, optimizer and RNG from ``checkpoint``; returns the trainer state
+    (the caller hands it to ``trainer.load_state``). Raises :class:`CheckpointError` when it does not load."""
+    checkpoint = Path(checkpoint)
+    others = [role for name, role in trainer.roles.items() if name != "policy"]
+    if trainer.learner.distributed:
+        if not (checkpoint / DEEPSPEED_TAG).is_dir():
+            raise CheckpointLaunchMismatch(
+                f"{checkpoint} holds no DeepSpeed state: it was written by a run in one process; resume it in one process"
+            )
+        try:
+            _read_weights(checkpoint, trainer.policy.model)  # readable before DeepSpeed loads its own files
+            untrained = [role for role in others if not role.trainable]
+            role_weights = {r.name: r.read(checkpoint / "roles") for r in untrained if (checkpoint / "roles" / r.name).is_dir()}
+            state = restore_deepspeed_checkpoint(checkpoint, trainer.learner.optimizer.engine)
+        except (CheckpointError, CheckpointLaunchMismatch):
+            raise
+        except Exception as error:
+            raise CheckpointError(f"{type(error).__name__}: {error}") from error
+        for role in untrained:
+            if role.name in role_weights:
+                role.apply(role_weights[role.name])
+        return state
+    state, extra = restore_checkpoint(checkpoint, trainer.policy.model, trainer.learner.optimizer.optimizer, roles=others)
+    if hasattr(trainer, "load_extra_state"):
+        trainer.load_extra_state(extra)
+    return state

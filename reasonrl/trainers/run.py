@@ -25,7 +25,7 @@ import json
 import os
 import shutil
 import time
-from dataclasses import asdict, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -38,169 +38,266 @@ class RunError(RuntimeError):
     """The run cannot start (bad model path, a different run in the output directory...)."""
 
 
+@dataclass
+class Job:
+    """What the pieces of one run share: its config, folder, ranks, problems, log and clock."""
+
+    config: TrainConfig
+    run_dir: Path
+    strategy: Any  # reasonrl.trainers.strategy.Strategy
+    source: Any  # ProblemSource
+    log: Callable[[str], None]
+    t_start: float
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def budget_s(self) -> float | None:
+        return self.config.max_minutes * 60 if self.config.max_minutes > 0 else None
+
+
 def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Run the whole job; returns the summary (also written to ``summary.json``)."""
+    """Run the whole job with the trainer ``config.trainer`` names; returns the summary (also in ``summary.json``)."""
     import torch
 
     from reasonrl.tasks import get_task
+    from reasonrl.trainers.base import TrainContext
+    from reasonrl.trainers.data import ProblemSource
+    from reasonrl.trainers.hooks import build_hooks
+    from reasonrl.trainers.registry import get_trainer
+    from reasonrl.trainers.rewards import build_rewarder
+    from reasonrl.trainers.strategy import start_strategy
 
     t_start = time.time()
-    budget_s = config.max_minutes * 60 if config.max_minutes > 0 else None
     if config.threads:
         torch.set_num_threads(config.threads)
-    from reasonrl.trainers import checkpoint as ckpt
-    from reasonrl.trainers.data import ProblemSource
-    from reasonrl.trainers.rl import RLTrainer, warn_on_dead_signal
-
     # Bad input fails here, before anything is written.
+    trainer_cls = get_trainer(config.trainer)  # the error lists the registered trainers
+    hooks = build_hooks(config.hooks)
     world_size = int(os.environ.get("WORLD_SIZE", "1") or 1)
     config.check_world_size(world_size)
     task = get_task(config.task)  # KeyError lists the registered tasks
     if not config.is_tiny:
         check_model_path(config.model)
+    _check_output_dir(config.resolved_output_dir())
     device = _device(config)
-    ranks = Ranks.start(world_size, device)  # several ranks: DeepSpeed's process group
-    if ranks.world_size > 1:
-        device = str(ranks.context.device)
-        if not ranks.is_main:
+    strategy = start_strategy(world_size, device)  # several ranks: DeepSpeed's process group
+    if strategy.world_size > 1:
+        device = str(strategy.context.device)
+        if not strategy.is_main:
             log = _silent  # rank 0 speaks for the run (log lines, progress bars, files)
     source = ProblemSource(
         task, seed=config.seed, task_options=config.task_options, dataset=config.dataset or None,
         eval_dataset=config.eval_dataset or None, num_test=config.eval.problems, num_val=config.sft.eval_problems,
     )
-    run_dir = config.resolved_output_dir()
-    existing = ranks.on_main(lambda: _prepare_run_dir(run_dir, config, log))
+    job = Job(config, config.resolved_output_dir(), strategy, source, log, t_start)
+    existing = strategy.on_main(lambda: _prepare_run_dir(job.run_dir, config, log))
     if existing is not None:
-        ranks.finish()
+        strategy.finish()
         return existing
-    timings: dict[str, float] = {}
     # Fails early when tensorboard/wandb is asked for but missing; only rank 0 logs.
-    trackers = ExternalTrackers(config if ranks.is_main else replace(config, tensorboard=False, wandb=False), run_dir)
-    resume_from = ckpt.latest_checkpoint(run_dir)
+    trackers = ExternalTrackers(config if strategy.is_main else replace(config, tensorboard=False, wandb=False), job.run_dir)
 
     # 1. The initial policy: the given checkpoint, or the tiny model warmed up by SFT (on rank 0;
-    #    the other ranks load its result).
+    #    the other ranks load its result). A resumed run reads it from its checkpoints.
     t0 = time.time()
-    sft_deadline = t_start + budget_s / 2 if budget_s else None
-    if resume_from is None:
-        init_path = ranks.on_main(lambda: _initial_policy(config, source, run_dir, device, log, sft_deadline))
-    else:
-        init_path = ckpt.load_trainer_state(resume_from)["init_model"]
-        if not Path(init_path).exists():
-            raise RunError(f"cannot resume: the initial policy {init_path} recorded in {resume_from} is gone")
-    timings["prepare_s"] = time.time() - t0
+    checkpoints, init_path = _resume_candidates(job)
+    if init_path is None:
+        sft_deadline = t_start + job.budget_s / 2 if job.budget_s else None
+        init_path = strategy.on_main(lambda: _initial_policy(config, source, job.run_dir, device, log, sft_deadline))
+    job.timings["prepare_s"] = time.time() - t0
+    roles, tokenizer = build_roles(trainer_cls.roles_needed(config), hooks, init_path, device, config)
+    engine = _make_engine(config, _rollout_model(roles, init_path, device, config, strategy), tokenizer, init_path)
 
-    model, tokenizer = load_policy(init_path, device, config)
-    # Frozen copies run under bf16 autocast on a GPU anyway: keep them in bf16 there (half the memory).
-    copy_dtype = "bfloat16" if device.startswith("cuda") and config.dtype == "auto" else None
-    ref_model = None
-    if config.algorithm.kl_coef > 0 or config.track_ref_kl:
-        ref_model, _ = load_policy(init_path, device, config, dtype=copy_dtype)
-        ref_model.requires_grad_(False).eval()
-    # Under ZeRO-3 the trained module's parameters are partitioned over the ranks: the rollout
-    # engine decodes with a whole copy, refreshed after every step (RLTrainer.sync_engine_weights).
-    rollout_model = model
-    if ranks.world_size > 1 and config.deepspeed.zero_stage == 3:
-        rollout_model, _ = load_policy(init_path, device, config, dtype=copy_dtype)
-        rollout_model.requires_grad_(False)
-    engine = _make_engine(config, rollout_model, tokenizer, init_path)
-
-    # 2. pass@1 before RL (kept in the run dir so a resumed run does not redo it).
+    # 2. pass@1 before training (kept in the run dir so a resumed run does not redo it).
     t0 = time.time()
-    eval_before = ranks.on_main(lambda: _cached_eval(
-        run_dir / "eval_before.json", config.eval.before, engine, tokenizer, source, config, "before", log
+    eval_before = strategy.on_main(lambda: _cached_eval(
+        job.run_dir / "eval_before.json", config.eval.before, engine, tokenizer, source, config, "before", log
     ))
-    timings["eval_before_s"] = time.time() - t0
+    job.timings["eval_before_s"] = time.time() - t0
 
-    # 3. RL.
-    trainer = RLTrainer(config, model, tokenizer, engine, source, ref_model=ref_model, log=log,
-                        dist=ranks.context if ranks.world_size > 1 else None)
-    metrics_path = run_dir / "metrics.jsonl"
-    history: list[dict[str, float]] = []
-    if resume_from is not None:
-        if trainer.deepspeed is not None:
-            state = _restore_on_ranks(resume_from, trainer)
-        else:
-            try:
-                state, extra = ckpt.restore_checkpoint(resume_from, model, trainer.optimizer)
-            except FileNotFoundError as error:
-                raise RunError(str(error)) from None
-            trainer.load_extra_state(extra)
-        trainer.load_state(state)
-        trainer.sync_engine_weights()
-        history = ranks.on_main(lambda: _truncate_metrics(metrics_path, trainer.step))
-        log(f"resuming from {resume_from} (step {trainer.step} of {config.steps})")
-    elif ranks.is_main:
-        metrics_path.write_text("")
-    rl_seconds_before = history[-1].get("elapsed_rl_s", 0.0) if history else 0.0
+    # 3. Train.
+    trainer = trainer_cls(TrainContext(config, tokenizer, engine, source, roles, strategy, build_rewarder(config, task), hooks, log))
+    history = _resume(job, trainer, checkpoints)
+    stopped_by_clock = _train_loop(job, trainer, history, eval_before, trackers, init_path, tokenizer)
 
+    # 4. pass@1 after training, plots, summary (rank 0; the others get its summary).
+    summary = strategy.on_main(lambda: _report(job, engine, tokenizer, init_path, eval_before, history, trainer.step,
+                                               stopped_by_clock))
+    close = getattr(engine, "close", None)
+    if callable(close) and config.engine == "vllm":
+        close()
+    strategy.finish()
+    return summary
+
+
+def _train_loop(job: Job, trainer: Any, history: list[dict[str, float]], eval_before: Any, trackers: Any,
+                init_path: Any, tokenizer: Any) -> bool:
+    """Train until ``config.steps`` (or the clock); True when stopped by ``max_minutes``."""
+    from reasonrl.trainers.base import warn_on_dead_signal
+
+    config, strategy = job.config, job.strategy
+    metrics_path = job.run_dir / "metrics.jsonl"
+    elapsed_before = history[-1].get("elapsed_rl_s", 0.0) if history else 0.0
     t0 = time.time()
-    bar = _progress(config, trainer.step) if ranks.is_main else None
+    bar = _progress(config, trainer.step) if strategy.is_main else None
     last_warning_step = -100
-    with open(metrics_path, "a", encoding="utf-8") if ranks.is_main else open(os.devnull, "w") as metrics_file:
-        stopped_by_clock = False
+    stopped_by_clock = False
+    with open(metrics_path, "a", encoding="utf-8") if strategy.is_main else open(os.devnull, "w") as metrics_file:
         while trainer.step < config.steps:
             # The clock is read on rank 0 only: every rank must stop at the same step.
-            if budget_s and ranks.on_main(lambda: bool(history) and _out_of_time(t_start, budget_s, history, eval_before)):
+            if job.budget_s and strategy.on_main(lambda: bool(history) and _out_of_time(job.t_start, job.budget_s, history, eval_before)):
                 stopped_by_clock = True
-                _write(bar, log, f"warning: stopping RL at step {trainer.step} of {config.steps}: the run would exceed "
-                                 f"max_minutes={config.max_minutes:g}")
+                _write(bar, job.log, f"warning: stopping at step {trainer.step} of {config.steps}: the run would exceed "
+                                     f"max_minutes={config.max_minutes:g}")
                 break
             metrics = trainer.train_step()
-            metrics["elapsed_rl_s"] = rl_seconds_before + time.time() - t0
+            metrics["elapsed_rl_s"] = elapsed_before + time.time() - t0
             history.append(metrics)
             metrics_file.write(json.dumps(metrics) + "\n")
             metrics_file.flush()
             trackers.log(metrics, trainer.step)
             warning = warn_on_dead_signal(metrics, history[:-1])
             if warning and trainer.step - last_warning_step >= 25:
-                _write(bar, log, warning)
+                _write(bar, job.log, warning)
                 last_warning_step = trainer.step
             if bar is not None:
                 recent = history[-10:]
                 bar.update(1)
-                bar.set_postfix(
-                    reward=f"{sum(m.get('reward', 0.0) for m in recent) / len(recent):.3f}",
-                    acc=f"{sum(m.get('accuracy', 0.0) for m in recent) / len(recent):.2f}",
-                )
+                bar.set_postfix(reward=f"{sum(m.get('reward', 0.0) for m in recent) / len(recent):.3f}",
+                                acc=f"{sum(m.get('accuracy', 0.0) for m in recent) / len(recent):.2f}")
             if trainer.step % config.save_every == 0 or trainer.step == config.steps:
-                state = {**trainer.state(), "init_model": str(init_path), "config_hash": config_hash(config)}
-                if trainer.deepspeed is not None:
-                    ckpt.save_deepspeed_checkpoint(run_dir, trainer.step, trainer.deepspeed, tokenizer, state,
-                                                   is_main=ranks.is_main, keep=config.keep_checkpoints)
-                else:
-                    ckpt.save_checkpoint(run_dir, trainer.step, model, tokenizer, trainer.optimizer, state,
-                                         extra=trainer.extra_state(), keep=config.keep_checkpoints)
+                _save(job, trainer, tokenizer, init_path)
     if bar is not None:
         bar.close()
     trackers.close()
-    timings["rl_s"] = time.time() - t0
-
-    # 4. pass@1 after RL, plots, summary (rank 0; the others get its summary).
-    summary = ranks.on_main(lambda: _report(config, run_dir, engine, tokenizer, source, init_path, eval_before, history,
-                                            trainer.step, stopped_by_clock, timings, t_start, log))
-    close = getattr(engine, "close", None)
-    if callable(close) and config.engine == "vllm":
-        close()
-    ranks.finish()
-    return summary
+    job.timings["rl_s"] = time.time() - t0
+    return stopped_by_clock
 
 
-def _report(
-    config: TrainConfig, run_dir: Path, engine: Any, tokenizer: Any, source: Any, init_path: Any, eval_before: Any,
-    history: list[dict[str, float]], steps: int, stopped_by_clock: bool, timings: dict[str, float], t_start: float,
-    log: Callable[[str], None],
-) -> dict[str, Any]:
-    """pass@1 after RL, the plots and ``summary.json``."""
+def _save(job: Job, trainer: Any, tokenizer: Any, init_path: Any) -> None:
+    """A checkpoint of every role that needs one, the optimizer, the trainer's and hooks' state."""
+    from reasonrl.trainers import checkpoint as ckpt
+
+    trainer.hooks.fire("on_save", trainer)
+    state = {**trainer.state(), "init_model": str(init_path), "config_hash": config_hash(job.config)}
+    others = [r for name, r in trainer.roles.items() if name != "policy" and r.checkpointed]
+    extra = trainer.extra_state() if hasattr(trainer, "extra_state") else None
+    keep = job.config.keep_checkpoints
+    if trainer.learner.distributed:
+        ckpt.save_deepspeed_checkpoint(job.run_dir, trainer.step, trainer.learner.optimizer.engine, tokenizer, state,
+                                       is_main=job.strategy.is_main, keep=keep, roles=others)
+    else:
+        ckpt.save_checkpoint(job.run_dir, trainer.step, trainer.policy.model, tokenizer, trainer.learner.optimizer.optimizer,
+                             state, extra=extra, keep=keep, roles=others)
+
+
+def _resume_candidates(job: Job) -> tuple[list[Path], Any]:
+    """The run's checkpoints, newest first, and the initial policy they record (None: a fresh run)."""
+    from reasonrl.trainers import checkpoint as ckpt
+
+    checkpoints = list(reversed(ckpt.list_checkpoints(job.run_dir)))
+    for checkpoint in checkpoints:
+        try:
+            init_path = ckpt.load_trainer_state(checkpoint)["init_model"]
+        except (OSError, ValueError, KeyError):
+            continue
+        if not Path(init_path).exists():
+            raise RunError(f"cannot resume: the initial policy {init_path} recorded in {checkpoint} is gone")
+        return checkpoints, init_path
+    return checkpoints, None
+
+
+def _resume(job: Job, trainer: Any, checkpoints: list[Path]) -> list[dict[str, float]]:
+    """Restore the newest checkpoint that loads (warning about each one that does not); returns the
+    metrics history up to its step. A run none of whose checkpoints loads starts from step 0."""
+    from reasonrl.trainers import checkpoint as ckpt
+
+    metrics_path = job.run_dir / "metrics.jsonl"
+    for checkpoint in checkpoints:
+        try:
+            state = ckpt.restore_trainer(checkpoint, trainer)
+        except ckpt.CheckpointLaunchMismatch as error:
+            raise RunError(str(error)) from None
+        except ckpt.CheckpointError as error:
+            job.log(f"warning: skipping checkpoint {checkpoint}: it does not load ({error})")
+            continue
+        trainer.load_state(state)
+        trainer.sync_engine_weights()
+        job.log(f"resuming from {checkpoint} (step {trainer.step} of {job.config.steps})")
+        return job.strategy.on_main(lambda: _truncate_metrics(metrics_path, trainer.step))
+    if job.strategy.is_main:
+        metrics_path.write_text("")
+    return []
+
+
+def build_roles(requests: list[Any], hooks: Any, init_path: Any, device: str, config: TrainConfig) -> tuple[dict[str, Any], Any]:
+    """The model roles a trainer (and its hooks) asked for, loaded from their checkpoints.
+
+    Raises:
+        RunError: a role this config cannot provide, naming the config key that would.
+    """
+    from reasonrl.trainers.base import RoleRequest, role_schedule
+    from reasonrl.trainers.roles import AdapterDisabled, CriticModel, ModelRole, apply_lora
+
+    model, tokenizer = load_policy(init_path, device, config)
+    if config.lora.r > 0:
+        model = apply_lora(model, config.lora.r, config.lora.alpha, config.lora.dropout, config.lora.target_modules)
+    roles = {"policy": ModelRole("policy", model, str(init_path), trainable=True, lr=config.optim.lr,
+                                 weight_decay=config.optim.weight_decay, schedule=role_schedule(config, config.optim.lr))}
+    # Frozen copies run under bf16 autocast on a GPU anyway: keep them in bf16 there (half the memory).
+    copy_dtype = "bfloat16" if device.startswith("cuda") and config.dtype == "auto" else None
+    wanted = {r.name: r for r in requests}
+    for hook in hooks:
+        for name in getattr(hook, "roles_needed", ()):
+            wanted.setdefault(name, RoleRequest(name, f"hooks ({hook.name})"))
+    for name, request in wanted.items():
+        if name == "policy":
+            continue
+        if name == "reference" and config.lora.r > 0:
+            roles[name] = ModelRole(name, AdapterDisabled(model), str(init_path))
+        elif name == "reference" and (config.algorithm.kl_coef > 0 or config.track_ref_kl):
+            ref, _ = load_policy(init_path, device, config, dtype=copy_dtype)
+            roles[name] = ModelRole(name, ref.requires_grad_(False).eval(), str(init_path))
+        elif name == "critic" and config.critic.model:
+            path = init_path if config.critic.model == "policy" else check_model_path(config.critic.model)
+            lr = config.critic.lr or config.optim.lr
+            roles[name] = ModelRole(name, CriticModel.from_pretrained(path).to(device), str(path), trainable=True, lr=lr,
+                                    weight_decay=config.critic.weight_decay, schedule=role_schedule(config, lr))
+        else:
+            hint = "algorithm.kl_coef > 0 or track_ref_kl=true" if name == "reference" else f"{request.config_key}=..."
+            raise RunError(f"{request.config_key} needs a {name} model, which this config does not give: set {hint}")
+    return roles, tokenizer
+
+
+def _rollout_model(roles: dict[str, Any], init_path: Any, device: str, config: TrainConfig, strategy: Any) -> Any:
+    """What the engine decodes with: the policy itself, except under ZeRO-3, where the trained
+    module's parameters are partitioned over the ranks and the engine decodes with a whole copy
+    (refreshed after every step by ``Trainer.sync_engine_weights``)."""
+    if strategy.world_size > 1 and config.deepspeed.zero_stage == 3:
+        copy_dtype = "bfloat16" if device.startswith("cuda") and config.dtype == "auto" else None
+        model, _ = load_policy(init_path, device, config, dtype=copy_dtype)
+        return model.requires_grad_(False)
+    return roles["policy"].model
+
+
+def _check_output_dir(run_dir: Path) -> None:
+    if run_dir.exists() and not run_dir.is_dir():
+        raise RunError(f"output_dir={run_dir} is a file, not a folder: pick another output_dir=...")
+
+
+def _report(job: Job, engine: Any, tokenizer: Any, init_path: Any, eval_before: Any, history: list[dict[str, float]],
+            steps: int, stopped_by_clock: bool) -> dict[str, Any]:
+    """pass@1 after training, the plots and ``summary.json``."""
     from reasonrl import plots
     from reasonrl.trainers import checkpoint as ckpt
 
+    config, run_dir = job.config, job.run_dir
     t0 = time.time()
-    eval_after = _evaluate(engine, tokenizer, source, config, "after", log) if config.eval.after else None
-    timings["eval_after_s"] = time.time() - t0
-
+    eval_after = _evaluate(engine, tokenizer, job.source, config, "after", job.log) if config.eval.after else None
+    job.timings["eval_after_s"] = time.time() - t0
     summary = {
         "task": config.task,
+        "trainer": config.trainer,
         "model": config.model,
         "initial_policy": str(init_path),
         "eval_before": eval_before,
@@ -209,16 +306,17 @@ def _report(
             eval_after["pass@1"] - eval_before["pass@1"] if eval_before is not None and eval_after is not None else None
         ),
         "steps": steps,
+        "sampled_tokens": history[-1].get("sampled_tokens") if history else None,
         "stopped_by_time_budget": stopped_by_clock,
         "world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
         "final_checkpoint": str(ckpt.latest_checkpoint(run_dir)),
         "sft": _read_json(run_dir / "sft" / "sft.json"),
-        "timings": {**timings, "total_s": time.time() - t_start},
+        "timings": {**job.timings, "total_s": time.time() - job.t_start},
         "config": to_dict(config),
     }
     summary["plots"] = [str(p) for p in plots.plot_run(run_dir, history, eval_before, eval_after)]
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    log(format_summary(summary, run_dir))
+    job.log(format_summary(summary, run_dir))
     return summary
 
 
@@ -229,60 +327,6 @@ def _report(
 
 def _silent(message: str) -> None:
     """The log of ranks other than 0."""
-
-
-class Ranks:
-    """The run's place among the ranks of a multi-process launch (one rank when not launched).
-
-    :meth:`on_main` runs a piece of the job (SFT, evaluation, files in the run directory) on rank
-    0 only and hands its result, or its error, to every rank, so all ranks go on together.
-    """
-
-    def __init__(self, context: Any = None) -> None:
-        self.context = context
-        self.world_size = 1 if context is None else context.world_size
-        self.is_main = context is None or context.is_main
-
-    @classmethod
-    def start(cls, world_size: int, device: str) -> "Ranks":
-        if world_size <= 1:
-            return cls()
-        from reasonrl.distributed import init_distributed
-
-        return cls(init_distributed("nccl" if device == "cuda" else "gloo"))
-
-    def on_main(self, fn: Callable[[], Any]) -> Any:
-        if self.world_size == 1:
-            return fn()
-        import torch.distributed as dist
-
-        box: list[Any] = [None]
-        if self.is_main:
-            try:
-                box[0] = ("ok", fn())
-            except Exception as error:  # handed to every rank, raised everywhere
-                box[0] = ("error", error)
-        dist.broadcast_object_list(box, src=0)
-        kind, value = box[0]
-        if kind == "error":
-            raise value
-        return value
-
-    def finish(self) -> None:
-        if self.world_size > 1:
-            import torch.distributed as dist
-
-            dist.barrier()
-            dist.destroy_process_group()
-
-
-def _restore_on_ranks(checkpoint: Path, trainer: Any) -> dict[str, Any]:
-    from reasonrl.trainers import checkpoint as ckpt
-
-    try:
-        return ckpt.restore_deepspeed_checkpoint(checkpoint, trainer.deepspeed)
-    except FileNotFoundError as error:
-        raise RunError(str(error)) from None
 
 
 def _prepare_run_dir(run_dir: Path, config: TrainConfig, log: Callable[[str], None]) -> dict[str, Any] | None:
@@ -352,13 +396,15 @@ def load_policy(path: str | Path, device: str, config: TrainConfig, dtype: str |
 def _make_engine(config: TrainConfig, model: Any, tokenizer: Any, init_path: str | Path) -> Any:
     """The rollout engine of ``config.engine``. ``hf`` and ``hf_fast`` decode with the trained
     module itself (no copy, no weight transfer); ``vllm`` loads the weights after every step."""
-    from reasonrl.trainers.rl import _autocast_dtype
+    import torch
 
     if config.engine == "hf":
         from reasonrl.engines.hf_engine import HFEngine
 
+        # bf16 autocast on a GPU with fp32 master weights (dtype=auto), as the trainer's forward.
+        on_gpu = next(model.parameters()).device.type == "cuda"
         return HFEngine(model, tokenizer, max_batch_size=config.rollout.max_batch_size,
-                        autocast_dtype=_autocast_dtype(config, next(model.parameters()).device))
+                        autocast_dtype=torch.bfloat16 if on_gpu and config.dtype == "auto" else None)
     if config.engine == "hf_fast":
         from reasonrl.engines.fast_decode import FastHFEngine
 

@@ -298,3 +298,14 @@ def test_a_batch_dominated_by_failures_is_reported(caplog):
     with caplog.at_level("WARNING", logger="reasonrl.verifiers"):
         verify_many(ScriptedVerifier(), ["raise"] * 4 + ["1"], ["1"] * 5, workers=1)
     assert "4 of 5 items failed verification" in caplog.text
+
+
+def test_in_process_math_batch_on_megabyte_responses_finishes_quickly():
+    # workers=0 has no limit of its own: the math verifier's extraction must stay linear (unclosed
+    # boxes once made a 1 MB response take about 1.5 h).
+    v = verifiers.get("math", fast_only=True)
+    responses = ["\\boxed{" * 140_000, "\\boxed{1}. " * 90_000 + "So \\boxed{2}"]
+    started = time.monotonic()
+    out = v.verify_batch(responses, ["1", "2"], workers=0)
+    assert [o.correct for o in out] == [False, True]
+    assert time.monotonic() - started < 20  # linear: about a second; quadratic: hours

@@ -9,7 +9,8 @@ Pipeline for ``verify(response, answer)``:
    b. the last ``\\boxed{}``/``\\fbox{}`` — boxes joined only by commas, "and", "or",
       ``\\quad`` or a short ``\\text{...}`` are read together as a list
       (``\\boxed{1}, \\boxed{2}``); a "final answer is $x$" written *after* the last box
-      wins over the box;
+      wins over the box. The scan is one forward pass, linear in the response however
+      many boxes it opens and never closes;
    c. "final answer is" / "the answer is" / "answer:" — the math span or bare token right
       after the last such phrase, else the rest of that line as text;
    d. the last math span (``$...$``, ``$$...$$``, ``\\(...\\)``, ``\\[...\\]``), unless
@@ -21,10 +22,27 @@ Pipeline for ``verify(response, answer)``:
    ``strict=True`` keeps only (a) and (b). The gold ``answer`` is a LaTeX string
    (``"\\frac{1}{2}"``, with or without ``$``); a full MATH solution is also accepted (its
    last box is the answer).
+
+   **Several boxes.** When the gold is a list of several answers (``-1, 2`` or
+   ``\\{-1, 2\\}``; a tuple or an interval is one answer) and the reading above is wrong,
+   every box of the response (of the ``<answer>`` tag, when there is one) is read as one
+   set: a solution may box each answer in its own sentence (``$a=\\boxed{-1}$ and
+   $a=\\boxed{2}$``). The distinct boxed items must be exactly as many as the gold's, so a
+   superset never matches, and against a single gold several distinct boxes stay a hedge
+   (side by side they are one list, which a single gold rejects; apart, the last counts).
 2. **Normalization** (:func:`reasonrl.verifiers.math_normalize.normalize_answer`):
-   ``\\dfrac``/``\\tfrac``, ``\\left``/``\\right``, ``\\text{units}``, degrees, thin
-   spaces, ``\\$``, thousands separators (``{,}``, ``,\\!``, ``10,455``). Both paths below
-   see the normalized spans, so a cleanup cannot make them disagree.
+   ``\\dfrac``/``\\tfrac``, ``\\left``/``\\right``, units (``10\\text{ cm}``,
+   ``\\text{10 inches}``; never words that change the value: ``\\text{10 or 12}``,
+   ``10\\text{ or more}``, ``5\\text{ million}``), degrees, thin spaces, ``\\$``, thousands
+   separators (``{,}``, ``,\\!``, ``, \\!``, ``10,455``), single-token arguments
+   (``\\frac \\pi4`` = ``\\frac{\\pi}{4}``), choice lists (``\\text{A,D}`` = ``A, D``).
+   Both paths below see the normalized spans, so a cleanup cannot make them disagree.
+   Only ASCII ``0``-``9`` are digits: ``１８`` or ``١٨`` is not 18 on either path (math-verify's
+   reading; digits of other scripts are not normalized).
+
+   **Degrees against radians.** A prediction whose angles carry degree marks (``90^\\circ``)
+   is read in radians (``\\frac{90\\pi}{180}``) when the gold holds ``\\pi``; a gold in
+   degrees accepts the plain number (``90``) but not radians.
 3. **Fast path** (:func:`reasonrl.verifiers.math_normalize.fast_compare`): identical spans,
    or numbers, fractions, roots, pi, one-letter variables (evaluated at sample points),
    lists, intervals, ``\\pm``, matrices — compared by value: exactly for rationals, to
@@ -45,15 +63,23 @@ Pipeline for ``verify(response, answer)``:
    * expressions that agree wherever both are real are equal (``\\sqrt{1/n}`` =
      ``1/\\sqrt{n}``; ``\\sqrt{x^2}`` vs ``x`` still fails: they differ at negative x);
    * sets vs inequalities compare in both directions (``1<x<2`` = ``(1,2)`` either way
-     round; math-verify accepted only the prediction being the set).
+     round; math-verify accepted only the prediction being the set);
+   * a percent also equals its number (``12.5\\%`` = ``12.5``; math-verify took ``7\\%`` for
+     ``7`` but ``12.5\\%`` only for ``0.125``);
+   * a value followed by words that are no unit is never equal to the bare value
+     (math-verify drops ``\\text{ or more}`` as if it were a unit).
 
-**Hard time limit.** Each item's slow path runs under ``timeout`` seconds (default 5) in the
-helper process, which is killed (and a fresh one started) on expiry; the verdict is
-``timeout``. This works from any thread and inside worker processes (no SIGALRM), so
-``9^9^9^9``, a 1 MB response or deeply nested braces give a verdict quickly. The helper's
-start-up (importing sympy, ~2 s) is not counted against an item; it begins in the
-background on the first ``verify`` call of a process. The helper caps its address space
-(4 GiB), so a memory blow-up becomes an ``error`` verdict rather than a stuck machine.
+**Hard time limit.** Each ``verify`` call runs under ``timeout`` seconds (default 5), from
+any thread and inside worker processes (no SIGALRM), with no batch runner needed: the
+in-process work (extraction, normalization, fast path) is linear in the input or bounded,
+and the slow path gets the time left in a helper process, which is killed (and a fresh one
+started) on expiry; the verdict is ``timeout``. So ``9^9^9^9``, a 1 MB response or deeply
+nested braces give a verdict quickly. A helper's start-up (importing sympy, ~2 s) is not
+counted against an item; the first begins in the background on the first ``verify`` call of
+a process. Threads verifying at once get their own helpers (up to :data:`MAX_HELPERS`,
+started when all are busy), so one stuck item does not hold up the others. Each helper caps
+its address space (4 GiB), so a memory blow-up becomes an ``error`` verdict rather than a
+stuck machine.
 
 **Asymmetry (gold vs prediction).** ``verify`` is not symmetric, on purpose:
 
@@ -65,8 +91,10 @@ background on the first ``verify`` call of a process. The helper caps its addres
   authored gold equation *is* the answer). So gold ``0`` accepts the prediction
   ``2x+4y-3=0`` but not the other way round.
 
+* angles: degrees count as radians only in the prediction, against a gold holding ``\\pi``.
+
 Rounding (6 decimal places when either side is a decimal literal), sets vs inequalities,
-``\\pm`` (both values, either side) and the real-domain rule are symmetric.
+``\\pm`` (both values, either side), units, percents and the real-domain rule are symmetric.
 
 Verdict: reward 1/0; reason ``ok``, ``wrong_answer``, ``no_answer``, ``timeout`` or
 ``error``; ``extracted`` is the normalized prediction span; ``details`` holds ``path``

@@ -100,9 +100,13 @@ def normalize_answer(span: str) -> str:
 
     Removes: enclosing ``$``/``\\(``/``\\[``, ``\\left``/``\\right``, ``\\displaystyle``,
     degree marks (``^\\circ``, ``°``), thin spaces, ``\\$`` and a leading ``$``, thousands
-    separators written ``{,}`` or ``,\\!``, a trailing unit or word in ``\\text{}``/``\\mbox{}``,
-    trailing punctuation. Rewrites ``\\dfrac``/``\\tfrac``/``\\cfrac`` as ``\\frac`` and
-    ``\\mathrm{e}`` as ``e``.
+    separators written ``{,}`` or ``,\\!``, a unit or word in ``\\text{}``/``\\mbox{}`` after a
+    value or after a number inside the same text (``\\text{10 inches}``) unless a word
+    changes the value (``or``, ``more``, ``million``, ...: :func:`text_changes_value`),
+    trailing punctuation. Rewrites ``\\dfrac``/``\\tfrac``/``\\cfrac`` as ``\\frac``,
+    single-token arguments of ``\\frac``/``\\sqrt`` with braces (``\\frac \\pi4``),
+    ``\\mathrm{e}`` as ``e`` and a choice list ``\\text{A,D}`` as ``A, D``. Digits of other
+    scripts (``１８``) are left alone: only ASCII digits are numbers, here and in the fast path.
 
     >>> normalize_answer("\\\\$1{,}000.50.")
     '1000.50'

@@ -1,4 +1,4 @@
-"""``reasonrl train [--config FILE.yaml] [key=value ...]``: RL training, end to end.
+"""``reasonrl train [--config FILE.yaml] [key=value ...]``: training, end to end (``trainer=NAME``, default ``rl``).
 
 With no arguments it runs the embedded default (reasonrl/configs/default.yaml): build the tiny
 model, SFT warm-up on 3-digit addition, GRPO, pass@1 before/after on held-out problems, all on
@@ -23,6 +23,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="overrides, nested with dots: seed=1 output_dir=runs/x algorithm.estimator=rloo")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
     parser.add_argument("--list-keys", action="store_true", help="list every config key and exit")
+    parser.add_argument("--list-trainers", action="store_true", help="list the registered trainers (trainer=NAME) and exit")
 
 
 def prepare_cpu_threads() -> None:
@@ -59,6 +60,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.list_keys:
         print("\n".join(valid_keys(TrainConfig)))
+        return 0
+    if args.list_trainers:
+        from reasonrl.trainers.registry import describe_trainers
+
+        print(describe_trainers())
         return 0
     try:
         config = load_train_config(args.config, args.overrides)

@@ -78,7 +78,7 @@ class ExpertIterationTrainer(Trainer):
         mask = kept.response_mask[rows]
         nll = -(logprobs.float() * mask).sum()
         weight = float(mask.sum())
-        return nll / max(scale.tokens, 1.0), {"sft_loss": float(nll) / max(weight, 1.0)}, weight
+        return nll / max(scale.tokens, 1.0), {"sft_loss": float(nll.detach()) / max(weight, 1.0)}, weight
 
     def _metrics(self, batch: RolloutBatch, kept: RolloutBatch, update: dict[str, float], timings: dict[str, float]) -> dict[str, Any]:
         groups = max(len(set(batch.group_ids.tolist())), 1)

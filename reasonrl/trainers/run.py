@@ -143,7 +143,7 @@ def _train_loop(job: Job, trainer: Any, history: list[dict[str, float]], eval_be
     last_warning_step = -100
     stopped_by_clock = False
     with open(metrics_path, "a", encoding="utf-8") if strategy.is_main else open(os.devnull, "w") as metrics_file:
-        while trainer.step < config.steps:
+        while trainer.step < config.steps and not (config.max_sampled_tokens and trainer.sampled_tokens >= config.max_sampled_tokens):
             # The clock is read on rank 0 only: every rank must stop at the same step.
             if job.budget_s and strategy.on_main(lambda: bool(history) and _out_of_time(job.t_start, job.budget_s, history, eval_before)):
                 stopped_by_clock = True
@@ -151,6 +151,12 @@ def _train_loop(job: Job, trainer: Any, history: list[dict[str, float]], eval_be
                                      f"max_minutes={config.max_minutes:g}")
                 break
             metrics = trainer.train_step()
+            if config.eval.every and trainer.step % config.eval.every == 0:
+                # Not timed as training: elapsed_rl_s below leaves the evaluation out.
+                t_eval = time.time()
+                result = strategy.on_main(lambda: _evaluate(trainer.engine, tokenizer, job.source, config, f"at step {trainer.step}", _silent))
+                metrics["heldout_pass@1"] = result["pass@1"]
+                t0 += time.time() - t_eval
             metrics["elapsed_rl_s"] = elapsed_before + time.time() - t0
             history.append(metrics)
             metrics_file.write(json.dumps(metrics) + "\n")
@@ -165,7 +171,8 @@ def _train_loop(job: Job, trainer: Any, history: list[dict[str, float]], eval_be
                 bar.update(1)
                 bar.set_postfix(reward=f"{sum(m.get('reward', 0.0) for m in recent) / len(recent):.3f}",
                                 acc=f"{sum(m.get('accuracy', 0.0) for m in recent) / len(recent):.2f}")
-            if trainer.step % config.save_every == 0 or trainer.step == config.steps:
+            out_of_tokens = bool(config.max_sampled_tokens) and trainer.sampled_tokens >= config.max_sampled_tokens
+            if trainer.step % config.save_every == 0 or trainer.step == config.steps or out_of_tokens:
                 _save(job, trainer, tokenizer, init_path)
     if bar is not None:
         bar.close()

@@ -174,6 +174,39 @@ class OptimConfig:
 
 
 @dataclass(frozen=True)
+class CriticSection:
+    """PPO's critic (estimators that need one, e.g. ``ppo``). Empty ``model``: a value head on the
+    policy's last hidden state, trained with the policy. ``policy``: a separate critic model
+    initialised from the initial policy; a path: from that Hugging Face checkpoint."""
+
+    model: str = ""  # "" (value head on the policy) | "policy" | a checkpoint directory
+    lr: float = 0.0  # critic learning rate (0 = optim.lr)
+    weight_decay: float = 0.0
+
+
+@dataclass(frozen=True)
+class LoraSection:
+    """Train the policy as a LoRA adapter over a frozen base (``r`` > 0; needs ``peft``). The
+    reference is then the base with the adapter disabled (no second copy in memory), and
+    checkpoints hold the adapter."""
+
+    r: int = 0  # adapter rank (0 = full fine-tuning)
+    alpha: float = 16.0  # LoRA scaling numerator (scale = alpha / r)
+    dropout: float = 0.0
+    target_modules: str = "all-linear"  # all-linear, or comma-separated module names (q_proj,v_proj)
+
+
+@dataclass(frozen=True)
+class ExpertIterationSection:
+    """``trainer=expert_iteration`` (rejection-sampling fine-tuning, STaR / RAFT): each step samples
+    ``rollout.group_size`` responses for ``rollout.prompts_per_step`` prompts, keeps the verified ones
+    and fine-tunes on them with the SFT loss (learning rate ``optim.lr``)."""
+
+    max_per_prompt: int = 4  # verified responses kept per prompt at most (distinct texts)
+    epochs: int = 1  # passes over each step's kept responses
+
+
+@dataclass(frozen=True)
 class DeepSpeedSection:
     """Multi-process training through DeepSpeed ZeRO. Used when the run is launched with several
     ranks (``torchrun --nproc_per_node N -m reasonrl train ...``; ``WORLD_SIZE`` > 1); a run in one
@@ -193,6 +226,7 @@ class EvalConfig:
     max_tokens: int = 0  # 0 = rollout.max_tokens
     before: bool = True
     after: bool = True
+    every: int = 0  # also every N training steps, logged as heldout_pass@1 in metrics.jsonl (0 = off)
 
 
 @dataclass(frozen=True)
@@ -214,6 +248,7 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads (0 = torch's default)
     track_ref_kl: bool = True  # keep a frozen reference to log KL even when algorithm.kl_coef = 0
     steps: int = 300  # RL steps
+    max_sampled_tokens: int = 0  # also stop once this many response tokens were sampled (0 = no limit): compares trainers at an equal budget
     max_minutes: float = 0.0  # wall-clock budget of the whole run (0 = none): SFT gets at most half, RL stops
     #                           early so the run ends in time (results then depend on the machine's speed)
     save_every: int = 50  # checkpoint every N steps (and at the end)
@@ -232,6 +267,11 @@ class TrainConfig:
     optim: OptimConfig = field(default_factory=OptimConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
     deepspeed: DeepSpeedSection = field(default_factory=DeepSpeedSection)
+    trainer: str = "rl"  # registered trainer (reasonrl train --list-trainers) or path/to/file.py:Name
+    hooks: tuple = ()  # lifecycle hooks: names or {name, options} mappings (reasonrl.trainers.hooks)
+    critic: CriticSection = field(default_factory=CriticSection)
+    lora: LoraSection = field(default_factory=LoraSection)
+    expert_iteration: ExpertIterationSection = field(default_factory=ExpertIterationSection)
 
     def __post_init__(self) -> None:
         _check_positive(self, ("steps", "save_every"))
@@ -241,6 +281,9 @@ class TrainConfig:
         _check_positive(self.eval, ("problems", "samples"), "eval")
         _check_non_negative(self.optim, ("minibatch_size", "micro_batch_size", "warmup_steps"), "optim")
         _check_positive(self.optim, ("epochs",), "optim")
+        _check_positive(self.expert_iteration, ("max_per_prompt", "epochs"), "expert_iteration")
+        _check_non_negative(self.lora, ("r",), "lora")
+        _check_non_negative(self.critic, ("lr",), "critic")
         if self.deepspeed.zero_stage not in (0, 1, 2, 3):
             raise ConfigError(f"deepspeed.zero_stage must be one of 0, 1, 2, 3, got {self.deepspeed.zero_stage}")
         if self.rollout.temperature <= 0:

@@ -359,7 +359,11 @@ class TestNamespace(dict):
             value = self[name] = _BUILTIN_NAMES[name]
             return value
         if name in _STANDARD_MODULES:
-            value = self[name] = importlib.import_module(name)
+            try:
+                value = self[name] = importlib.import_module(name)
+            except ImportError as exc:  # never the program's instead
+                self._refuse(name, f"the test uses the standard module {name!r} without importing it, and the judge "
+                                   f"cannot import it here ({exc})")
             return value
         if not self._program_names:
             where = "the answer's prompt does not define it" if self._prompt_given else "the answer has no prompt"

@@ -196,7 +196,9 @@ def _scan_boxes(text: str) -> tuple[list[int], dict[int, _Box]]:
     stack: list[int] = []  # per open brace: the start of the box it opens, or -1
     opening: dict[int, int] = {}  # box start -> position of its "{"
     token_stop = -1  # the last whitespace or "$" found ahead: a brace-less box's content ends there
-    for match in _BOX_TOKEN_RE.finditer(text):
+    # Braces before the first box cannot change how a box's own braces match: start there.
+    first = min((i for i in (text.find("\\boxed"), text.find("\\fbox")) if i >= 0), default=len(text))
+    for match in _BOX_TOKEN_RE.finditer(text, first):
         token, pos = match.group(0), match.start()
         if token == "{":
             owner = starts[-1] if starts and opening.get(starts[-1]) == pos else -1

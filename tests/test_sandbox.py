@@ -308,6 +308,9 @@ def test_limits_are_validated():
         run_program("print(1)", language="cobol")
     with pytest.raises(ValueError, match="isolation"):
         PoolConfig(isolation="docker")
+    for path in ("/dev", "/dev/pts/", "/", "/tmp/data"):  # the host's /dev would bring its ptys back
+        with pytest.raises(ValueError, match="extra_paths"):
+            PoolConfig(extra_paths=(path,))
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="needs root to compare with the uid-separated fallback")

@@ -77,7 +77,7 @@ class PoolConfig:
         uid_base: first uid of the range the sandbox runs programs under when it is root (two per worker).
         preload: modules imported once per worker so each program gets them for free.
         extra_paths: host paths to show programs read-only, besides the system and Python directories
-            (not under ``/tmp`` or ``/dev/shm``, which are the sandbox's own; programs run under an
+            (not ``/``, nor under ``/tmp`` or ``/dev``, which are the sandbox's own; programs run under an
             unprivileged uid, so the files must be world-readable).
         tmp_size: size cap of the private ``/tmp`` tmpfs that holds the scratch directories.
         shm_size: size cap of the private ``/dev/shm``.
@@ -103,6 +103,11 @@ class PoolConfig:
     def __post_init__(self) -> None:
         if self.isolation not in isolation_module.MODES:
             raise ValueError(f"isolation must be one of {', '.join(isolation_module.MODES)}, got {self.isolation!r}")
+        for path in self.extra_paths:
+            normal = os.path.normpath(path)
+            if normal in ("/", "/dev", "/tmp") or normal.startswith(("/dev/", "/tmp/")):
+                # The host's /dev would bring its pseudo-terminals back; /tmp and /dev/shm are the sandbox's own.
+                raise ValueError(f"extra_paths: {path!r} cannot be shown to programs (not /, /tmp or anything under /dev)")
 
 
 _slot_lock = threading.Lock()

@@ -406,6 +406,9 @@ FREE_NAME_FAKES = {
                "def evens(n):\n    return None\ndef total(xs):\n    return None\n"),
     "helper without the prompt": ({"test": HELPER_TEST, "entry_point": "root"}, HELPER_CHEAT),
     "helper with the prompt": ({"test": HELPER_TEST, "entry_point": "root", "prompt": HELPER_PROMPT}, HELPER_CHEAT),
+    "a function the test imports": (
+        {"test_list": ["assert isclose(circle_area(2), 12.566370614359172)"], "test_imports": ["from math import isclose"]},
+        "def isclose(*a, **k):\n    return True\ndef circle_area(r):\n    return -1\n"),
     "set-up code's helper": (
         {"test_list": ["assert f(3) == helper(3)"], "test_setup_code": "def helper(x):\n    return x * x\n"},
         "def helper(x):\n    return 0\ndef f(x):\n    return 0\n"),

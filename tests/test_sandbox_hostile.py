@@ -452,6 +452,10 @@ def test_a_module_the_test_does_not_import_is_never_the_programs(pool):
     cheat = "import types\nnp = types.ModuleType('np')\nnp.allclose = lambda *a, **k: True\ndef double(xs):\n    return []\n"
     verdict = grade(cheat, answer, pool, LIMITS)
     assert not verdict.correct and verdict.reason == "error" and "'np'" in verdict.details["error"], verdict
+    # Nor an object that does not call itself a module.
+    disguised = "class Numpy:\n    allclose = staticmethod(lambda *a, **k: True)\nnp = Numpy()\ndef double(xs):\n    return []\n"
+    verdict = grade(disguised, answer, pool, LIMITS)
+    assert not verdict.correct and verdict.reason == "error" and "'np'" in verdict.details["error"], verdict
 
 
 @pytest.mark.conformance

@@ -239,7 +239,25 @@ def judge_spec(spec: TestSpec) -> dict:
     trusted = trusted_definitions(spec.prompt, stubs=False) | trusted_definitions("\n".join(spec.imports)) \
         | trusted_definitions(spec.setup_code)
     entry_points = [name for name in tested_names(spec.tests) if name not in trusted]
-    return {"kind": spec.kind, "setup": setup, "tests": list(spec.tests), "entry_points": entry_points}
+    return {"kind": spec.kind, "setup": setup, "tests": list(spec.tests), "entry_points": entry_points,
+            "judge_only": sorted(attribute_bases(spec.tests))}
+
+
+def attribute_bases(tests: Sequence[str]) -> set[str]:
+    """The bare names the tests look attributes up on (``np`` in ``np.allclose(...)``): used as a
+    module, so never taken from the program, whatever type its object claims to have."""
+    import ast
+
+    names = set()
+    for source in tests:
+        try:
+            tree = ast.parse(source)
+        except SyntaxError:
+            continue
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
+                names.add(node.value.id)
+    return names
 
 
 def trusted_definitions(source: str, stubs: bool = True) -> set[str]:

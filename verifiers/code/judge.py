@@ -336,15 +336,17 @@ class TestNamespace(dict):
     2. built-ins: the judge's, so a program that redefines ``len`` changes nothing;
     3. the standard library's modules by name (MBPP 596 uses ``sys`` without importing it);
     4. with ``program_names`` (MBPP and plain asserts), the program's other functions and classes
-       (``Pair`` in an MBPP assert); never a module. Without it (HumanEval: only the entry point is
+       (``Pair`` in an MBPP assert); never a module, nor a name the tests use as one
+       (``judge_only``: ``np`` in ``np.allclose``), whatever its object claims to be. Without it (HumanEval: only the entry point is
        the program's) the name is a helper the problem's prompt should have defined:
        :class:`MissingName`.
     """
 
-    def __init__(self, conn: Connection, program_names: bool, prompt_given: bool) -> None:
+    def __init__(self, conn: Connection, program_names: bool, prompt_given: bool, judge_only: frozenset = frozenset()) -> None:
         super().__init__()
         self._conn = conn
         self._program_names = program_names
+        self._judge_only = judge_only
         self._prompt_given = prompt_given
         self.missing: str | None = None
         self["__name__"] = "__test__"
@@ -370,6 +372,9 @@ class TestNamespace(dict):
             self._refuse(name, f"the test uses {name!r}, a helper that neither the test, its imports nor the standard "
                                f"library defines, and {where}; the judge takes only the entry point from the program "
                                "(give the problem's prompt, which defines its helpers)")
+        if name in self._judge_only:
+            self._refuse(name, f"the test uses {name!r} as a module ({name}.…) without importing it; the judge takes no "
+                               "modules from the program (add the import to the test's imports)")
         try:
             value = self._conn.get(name)
         except NameError:
@@ -406,7 +411,8 @@ def run_tests(spec: dict, conn: Connection) -> dict:
         return {"status": "failed", "origin": "protocol", "error": "ProtocolError", "message": "unexpected first message"}
     kind = spec["kind"]
     prompt_given = any(filename == "<prompt>" for filename, _ in spec.get("setup", []))
-    namespace = TestNamespace(conn, program_names=kind != "humaneval", prompt_given=prompt_given)
+    namespace = TestNamespace(conn, program_names=kind != "humaneval", prompt_given=prompt_given,
+                              judge_only=frozenset(spec.get("judge_only", ())))
     done = 0
     try:
         fetched = {}

@@ -204,11 +204,7 @@ def tested_names(tests: Sequence[str]) -> list[str]:
 
     called: list[str] = []
     first_outer: str | None = None
-    for source in tests:
-        try:
-            tree = ast.parse(source)
-        except SyntaxError:
-            continue
+    for tree in _parsed(tests):
         for node in ast.walk(tree):
             if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
                 if first_outer is None:
@@ -248,16 +244,21 @@ def attribute_bases(tests: Sequence[str]) -> set[str]:
     module, so never taken from the program, whatever type its object claims to have."""
     import ast
 
-    names = set()
+    return {node.value.id for tree in _parsed(tests) for node in ast.walk(tree)
+            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)}
+
+
+def _parsed(tests: Sequence[str]) -> list:
+    """The syntax trees of the tests that parse (one that does not fails in the judge, with its error)."""
+    import ast
+
+    trees = []
     for source in tests:
         try:
-            tree = ast.parse(source)
+            trees.append(ast.parse(source))
         except SyntaxError:
-            continue
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name):
-                names.add(node.value.id)
-    return names
+            pass
+    return trees
 
 
 def trusted_definitions(source: str, stubs: bool = True) -> set[str]:

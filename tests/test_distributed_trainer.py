@@ -101,7 +101,7 @@ def test_two_ranks_match_one_process_and_resume_exactly(tmp_path):
 
 
 def test_ppo_and_dynamic_sampling_over_two_ranks_match_one_process(tmp_path):
-    """PPO's value head is sharded and stepped with the policy (RLTrainer's PolicyAndValue), and
+    """PPO's value head is sharded and stepped with the policy (roles.PolicyWithCritic), and
     DAPO's dynamic sampling leaves batches of 4 or 6 groups that do not split evenly over the
     ranks: the short share runs zero-loss backward passes so every rank joins every reduction.
     Under ZeRO-3, where every forward pass gathers parameters. The policy weights only match when
@@ -121,3 +121,28 @@ def test_ppo_and_dynamic_sampling_over_two_ranks_match_one_process(tmp_path):
     assert sorted(w2) == sorted(w1)  # the value head stays out of the HF weights
     for key in w1:
         torch.testing.assert_close(w2[key], w1[key], atol=2e-5, rtol=1e-4, msg=key)
+
+
+def test_expert_iteration_and_a_separate_critic_over_two_ranks_match_one_process(tmp_path):
+    """Trainers built on the learner run under DeepSpeed with no code of their own for it: expert
+    iteration (a varying number of kept rows per step, split unevenly over the ranks) and PPO with a
+    separate critic model stepped in the same engine as the policy."""
+    pytest.importorskip("deepspeed")
+    cache = tmp_path / "cache"
+    for name, extra in (
+        ("expert_iteration", ["trainer=expert_iteration", "expert_iteration.max_per_prompt=3"]),
+        ("critic", ["algorithm.estimator=ppo", "critic.model=policy", "critic.lr=1e-3"]),
+    ):
+        one, two = tmp_path / f"{name}-one", tmp_path / f"{name}-two"
+        run([sys.executable, "-m", "reasonrl", "train", *ARGS, *extra, f"output_dir={one}"], cache)
+        two_ranks(two, cache, 29565 if name == "critic" else 29566, *extra)
+        m1, m2 = metrics(one), metrics(two)
+        assert [m["reward"] for m in m1] == [m["reward"] for m in m2], name
+        assert [m["grad_norm"] for m in m2] == pytest.approx([m["grad_norm"] for m in m1], rel=1e-4), name
+        w1, w2 = weights(one / "checkpoints" / "step-4"), weights(two / "checkpoints" / "step-4")
+        for key in w1:
+            torch.testing.assert_close(w2[key], w1[key], atol=2e-5, rtol=1e-4, msg=f"{name}: {key}")
+        if name == "expert_iteration":
+            assert any(m["kept_share"] > 0 for m in m1) and "sft_loss" in m1[0]
+        else:
+            assert "vf_loss" in m1[0] and m1[1]["lr_critic"] == 1e-3  # its own learning rate (after the 2-step warm-up)

@@ -29,8 +29,8 @@ MICRO = [
 TIMING_KEYS = {"tokens_per_s", "time_generate", "time_verify", "time_train", "elapsed_rl_s"}
 
 
-def train_command(out: Path) -> list[str]:
-    return [sys.executable, "-m", "reasonrl", "train", f"output_dir={out}", *MICRO]
+def train_command(out: Path, extra: list[str] = ()) -> list[str]:
+    return [sys.executable, "-m", "reasonrl", "train", f"output_dir={out}", *MICRO, *extra]
 
 
 def env(cache: Path) -> dict[str, str]:
@@ -45,13 +45,47 @@ def comparable(metrics: list[dict]) -> list[dict]:
     return [{k: v for k, v in m.items() if k not in TIMING_KEYS} for m in metrics]
 
 
+# A hook with state of its own (an average over steps, logged every step): a resume that did not
+# restore it would log different numbers after the restart.
+STATEFUL_HOOK = """
+from reasonrl.trainers.hooks import Hook
+
+
+class EntropyAverage(Hook):
+    def __init__(self, decay=0.7):
+        self.decay, self.average = decay, 0.0
+
+    def after_step(self, trainer, step, metrics):
+        self.average = self.decay * self.average + (1 - self.decay) * metrics["entropy"]
+        metrics["entropy_average"] = self.average
+
+    def state_dict(self):
+        return {"average": self.average}
+
+    def load_state_dict(self, state):
+        self.average = state["average"]
+"""
+
+
+def variant_args(variant: str, tmp_path: Path) -> list[str]:
+    if variant == "stateful_hooks":
+        (tmp_path / "hooks.py").write_text(STATEFUL_HOOK)
+        # A soft reference sync every 3 steps (the reference drifts: it must be checkpointed too).
+        return [f"hooks=[{{name: reference_sync, options: {{every: 3, alpha: 0.5}}}}, {{name: {tmp_path / 'hooks.py'}:EntropyAverage}}]"]
+    if variant == "separate_critic":
+        return ["algorithm.estimator=ppo", "critic.model=policy", "critic.lr=1e-3", "optim.minibatch_size=8"]
+    return []
+
+
 @pytest.mark.slow
-def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
+@pytest.mark.parametrize("variant", ["plain", "stateful_hooks", "separate_critic"])
+def test_sigkill_then_rerun_matches_uninterrupted(tmp_path, variant):
     cache = tmp_path / "cache"
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    subprocess.run(train_command(straight), env=env(cache), check=True, capture_output=True, timeout=600)
+    extra = variant_args(variant, tmp_path)
+    subprocess.run(train_command(straight, extra), env=env(cache), check=True, capture_output=True, timeout=600)
 
-    proc = subprocess.Popen(train_command(killed), env=env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(train_command(killed, extra), env=env(cache), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.time() + 600
     try:
         # Kill it between checkpoints, after the second one: steps 11.. are logged but not saved.
@@ -71,11 +105,16 @@ def test_sigkill_then_rerun_matches_uninterrupted(tmp_path):
     last_saved = int(latest_checkpoint(killed).name.split("-")[1])
     assert logged_before_kill > last_saved  # the rerun must drop and redo those steps
 
-    result = subprocess.run(train_command(killed), env=env(cache), capture_output=True, text=True, timeout=600)
+    result = subprocess.run(train_command(killed, extra), env=env(cache), capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-2000:]
     assert f"resuming from {killed / 'checkpoints' / f'step-{last_saved}'}" in result.stdout
 
     assert comparable(read_metrics(killed)) == comparable(read_metrics(straight))
+    if variant == "stateful_hooks":
+        assert read_metrics(straight)[-1]["entropy_average"] > 0 and read_metrics(straight)[-1]["reference_syncs"] > 1
+        assert (latest_checkpoint(killed) / "roles" / "reference" / "model.safetensors").exists()
+    if variant == "separate_critic":
+        assert (latest_checkpoint(killed) / "roles" / "critic" / "model.safetensors").exists()
     a = json.loads((straight / "summary.json").read_text())
     b = json.loads((killed / "summary.json").read_text())
     assert a["eval_after"]["pass@1"] == b["eval_after"]["pass@1"]

@@ -61,11 +61,9 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
 
     from reasonrl.tasks import get_task
     from reasonrl.trainers.base import TrainContext
-    from reasonrl.trainers.data import ProblemSource
     from reasonrl.trainers.hooks import build_hooks
     from reasonrl.trainers.registry import get_trainer
     from reasonrl.trainers.rewards import build_rewarder
-    from reasonrl.trainers.strategy import start_strategy
 
     t_start = time.time()
     if config.threads:
@@ -79,17 +77,8 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
     if not config.is_tiny:
         check_model_path(config.model)
     _check_output_dir(config.resolved_output_dir())
-    device = _device(config)
-    strategy = start_strategy(world_size, device)  # several ranks: DeepSpeed's process group
-    if strategy.world_size > 1:
-        device = str(strategy.context.device)
-        if not strategy.is_main:
-            log = _silent  # rank 0 speaks for the run (log lines, progress bars, files)
-    source = ProblemSource(
-        task, seed=config.seed, task_options=config.task_options, dataset=config.dataset or None,
-        eval_dataset=config.eval_dataset or None, num_test=config.eval.problems, num_val=config.sft.eval_problems,
-    )
-    job = Job(config, config.resolved_output_dir(), strategy, source, log, t_start)
+    job, device = _start_job(config, task, world_size, log, t_start)
+    strategy, source, log = job.strategy, job.source, job.log
     existing = strategy.on_main(lambda: _prepare_run_dir(job.run_dir, config, log))
     if existing is not None:
         strategy.finish()
@@ -128,6 +117,24 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
         close()
     strategy.finish()
     return summary
+
+
+def _start_job(config: TrainConfig, task: Any, world_size: int, log: Callable[[str], None], t_start: float) -> tuple[Job, str]:
+    """The ranks (DeepSpeed's process group over several), the task's problems, and the device."""
+    from reasonrl.trainers.data import ProblemSource
+    from reasonrl.trainers.strategy import start_strategy
+
+    device = _device(config)
+    strategy = start_strategy(world_size, device)
+    if strategy.world_size > 1:
+        device = str(strategy.context.device)
+        if not strategy.is_main:
+            log = _silent  # rank 0 speaks for the run (log lines, progress bars, files)
+    source = ProblemSource(
+        task, seed=config.seed, task_options=config.task_options, dataset=config.dataset or None,
+        eval_dataset=config.eval_dataset or None, num_test=config.eval.problems, num_val=config.sft.eval_problems,
+    )
+    return Job(config, config.resolved_output_dir(), strategy, source, log, t_start), device
 
 
 def _train_loop(job: Job, trainer: Any, history: list[dict[str, float]], eval_before: Any, trackers: Any,

@@ -135,39 +135,18 @@ def train_sft(
     eos_id = tokenizer.eos_token_id if tokenizer.eos_token_id is not None else engine.eos_token_ids[0]
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else eos_id
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay, betas=(0.9, 0.99))
-
-    def lr_at(step: int) -> float:
-        warm = min(1.0, step / config.warmup_steps) if config.warmup_steps else 1.0
-        return config.lr * warm
-
     check = bool(config.target_accuracy > 0 and val_problems)
     history: list[dict[str, float]] = []
-    start = time.time()
-    bar = _progress_bar(config.max_steps, progress, "sft")
+    start, bar = time.time(), _progress_bar(config.max_steps, progress, "sft")
     accuracy: float | None = None
-    stopped_early = False
-    out_of_time = False
+    stopped_early = out_of_time = False
     step = 0
     model.train()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(derived_seed(seed, "sft-torch") % 2**31)
         for step in range(1, config.max_steps + 1):
-            examples = []
-            while len(examples) < config.batch_size:
-                example = tokenize_example(tokenizer, stream.take(1)[0], config.solution_field, config.max_length, eos_id)
-                if example is not None:
-                    examples.append(example)
-            batch = {k: v.to(device) for k, v in collate(examples, pad_id).items()}
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(step)
-            loss = sft_loss(model, batch)
-            if not math.isfinite(loss.item()):
-                raise FloatingPointError(f"SFT loss became {loss.item()} at step {step}; lower sft.lr")
-            loss.backward()
-            if config.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
+            batch = {k: v.to(device) for k, v in _next_batch(tokenizer, stream, config, eos_id, pad_id).items()}
+            loss = _sft_step(model, optimizer, batch, config, step)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{loss.item():.3f}", val_acc="-" if accuracy is None else f"{accuracy:.2f}")
@@ -186,15 +165,47 @@ def train_sft(
     if bar is not None:
         bar.close()
     model.eval()
-    seconds = time.time() - start
-    message = f"sft: {step} steps in {seconds:.0f}s"
-    if accuracy is not None:
-        message += f", validation accuracy {accuracy:.2f}" + (" (target reached)" if stopped_early else " (target not reached)")
-    if out_of_time:
+    result = SFTResult(steps=step, val_accuracy=accuracy, stopped_early=stopped_early, seconds=time.time() - start,
+                       history=history, out_of_time=out_of_time)
+    log(_result_line(result))
+    return result
+
+
+def _result_line(result: SFTResult) -> str:
+    message = f"sft: {result.steps} steps in {result.seconds:.0f}s"
+    if result.val_accuracy is not None:
+        message += f", validation accuracy {result.val_accuracy:.2f}" + (
+            " (target reached)" if result.stopped_early else " (target not reached)")
+    if result.out_of_time:
         message += " -- stopped by the time budget"
-    log(message)
-    return SFTResult(steps=step, val_accuracy=accuracy, stopped_early=stopped_early, seconds=seconds, history=history,
-                     out_of_time=out_of_time)
+    return message
+
+
+def _next_batch(tokenizer: Any, stream: ProblemStream, config: SFTConfig, eos_id: int, pad_id: int) -> dict[str, torch.Tensor]:
+    """``config.batch_size`` tokenized examples from the stream (too-long ones skipped), collated."""
+    examples = []
+    while len(examples) < config.batch_size:
+        example = tokenize_example(tokenizer, stream.take(1)[0], config.solution_field, config.max_length, eos_id)
+        if example is not None:
+            examples.append(example)
+    return collate(examples, pad_id)
+
+
+def _sft_step(model: Any, optimizer: torch.optim.Optimizer, batch: dict[str, torch.Tensor], config: SFTConfig, step: int) -> torch.Tensor:
+    """One optimizer step at ``sft.lr_schedule``'s learning rate; returns the loss."""
+    from reasonrl.algorithms.schedules import lr_at
+
+    for group in optimizer.param_groups:
+        group["lr"] = lr_at(step, config.max_steps, config.lr, config.lr_schedule, config.warmup_steps, config.min_lr_ratio)
+    loss = sft_loss(model, batch)
+    if not math.isfinite(loss.item()):
+        raise FloatingPointError(f"SFT loss became {loss.item()} at step {step}; lower sft.lr")
+    loss.backward()
+    if config.grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss
 
 
 def save_sft_result(result: SFTResult, path: str | Path) -> None:

@@ -40,7 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args._run(args) or 0)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
+        resumable = getattr(args, "command", None) == "train" or argv[:1] == ["train"]
+        print("interrupted" + ("; run the same command again to resume from the last checkpoint" if resumable else ""),
+              file=sys.stderr)
         return 130
     except BrokenPipeError:
         # The reader went away (`reasonrl gen --output - | head`): stop quietly, like other Unix tools.

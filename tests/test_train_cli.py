@@ -250,3 +250,26 @@ def test_a_truncated_checkpoint_is_skipped_for_the_one_before(tmp_path, capsys):
     from safetensors.torch import load_file
 
     load_file(str(weights))  # rewritten whole
+
+
+def test_naming_the_default_output_dir_continues_the_same_run(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    assert main(["train", *MICRO]) == 0
+    capsys.readouterr()
+    assert main(["train", *MICRO, "output_dir=runs/arith-tiny-seed0"]) == 0
+    assert "already holds this finished run" in capsys.readouterr().out
+    assert main(["train", *MICRO, "output_dir=runs/arith-tiny-seed0", "seed=1"]) == 2
+    err = capsys.readouterr().err
+    assert "seed differ" in err and "output_dir" not in err.split("(")[1].split(")")[0]
+    assert "overwrite=true would delete that run" in err
+
+
+def test_ctrl_c_says_the_same_command_resumes(capsys, monkeypatch):
+    from reasonrl.commands import train
+
+    def interrupted(config):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(train, "run_config", interrupted)
+    assert main(["train", *MICRO]) == 130
+    assert "run the same command again to resume" in capsys.readouterr().err

@@ -147,7 +147,7 @@ def _train_loop(job: Job, trainer: Any, history: list[dict[str, float]], eval_be
     elapsed_before = history[-1].get("elapsed_rl_s", 0.0) if history else 0.0
     t0 = time.time()
     bar = _progress(config, trainer.step) if strategy.is_main else None
-    last_warning_step = -100
+    warned: set[str] = set()
     stopped_by_clock = False
     with open(metrics_path, "a", encoding="utf-8") if strategy.is_main else open(os.devnull, "w") as metrics_file:
         while trainer.step < config.steps and not (config.max_sampled_tokens and trainer.sampled_tokens >= config.max_sampled_tokens):
@@ -170,9 +170,10 @@ def _train_loop(job: Job, trainer: Any, history: list[dict[str, float]], eval_be
             metrics_file.flush()
             trackers.log(metrics, trainer.step)
             warning = warn_on_dead_signal(metrics, history[:-1])
-            if warning and trainer.step - last_warning_step >= 25:
+            kind = warning and ("truncation" if "rollout.max_tokens" in warning else "zero_variance")
+            if warning and kind not in warned:  # each kind once per run, not again every 25 steps
                 _write(bar, job.log, warning)
-                last_warning_step = trainer.step
+                warned.add(kind)
             if bar is not None:
                 recent = history[-10:]
                 bar.update(1)
@@ -352,11 +353,13 @@ def _prepare_run_dir(run_dir: Path, config: TrainConfig, log: Callable[[str], No
         import yaml
 
         previous = from_dict(TrainConfig, yaml.safe_load(config_file.read_text()) or {})
-        differing = [k for k in diff_configs(previous, config) if k not in ("overwrite", "progress")]
+        # Where the run lives, whether to show a bar, and overwrite are not part of what it computes:
+        # naming the default output_dir explicitly continues the same run.
+        differing = [k for k in diff_configs(previous, config) if k not in ("overwrite", "progress", "output_dir")]
         if differing:
             raise RunError(
                 f"{run_dir} holds a run with a different config ({', '.join(differing[:8])} differ); "
-                f"pick another output_dir=... or pass overwrite=true to replace it"
+                f"pick another output_dir=... (overwrite=true would delete that run and start afresh)"
             )
         summary_file = run_dir / "summary.json"
         if summary_file.exists():

@@ -147,18 +147,18 @@ def train_sft(
         for step in range(1, config.max_steps + 1):
             batch = {k: v.to(device) for k, v in _next_batch(tokenizer, stream, config, eos_id, pad_id).items()}
             loss = _sft_step(model, optimizer, batch, config, step)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss.item():.3f}", val_acc="-" if accuracy is None else f"{accuracy:.2f}")
             if check and step % config.eval_every == 0:
                 accuracy = validation_accuracy(
                     engine, tokenizer, val_problems, config.eval_temperature, max_tokens, derived_seed(seed, "sft-val", step)
                 )
                 model.train()
                 history.append({"step": step, "loss": loss.item(), "val_accuracy": accuracy, "seconds": time.time() - start})
-                if accuracy >= config.target_accuracy:
-                    stopped_early = True
-                    break
+                stopped_early = accuracy >= config.target_accuracy
+            if bar is not None:  # after the check, so the bar's last word is the accuracy the summary reports
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss.item():.3f}", val_acc="-" if accuracy is None else f"{accuracy:.2f}")
+            if stopped_early:
+                break
             if deadline is not None and time.time() > deadline:
                 out_of_time = True
                 break

@@ -12,13 +12,16 @@ COMMANDS = {
     "verify": "score a JSONL file of responses with a task's verifier",
     "gen": "generate a procedural dataset (JSONL or Parquet)",
     "sft": "supervised fine-tuning on worked solutions",
-    "train": "RL training (no arguments: the embedded tiny-model default, end to end)",
+    "train": "training: RL, expert iteration, ... (no arguments: the embedded tiny-model default, end to end)",
     "eval": "evaluate checkpoints: pass@k, maj@k, best-of-N",
 }
 
 
 def build_parser(argv: list[str]) -> argparse.ArgumentParser:
+    from reasonrl import __version__
+
     parser = argparse.ArgumentParser(prog="reasonrl", description="Reinforcement learning with verifiable rewards.")
+    parser.add_argument("--version", action="version", version=f"reasonrl {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     wanted = argv[0] if argv and argv[0] in COMMANDS else None
     for name, help_text in COMMANDS.items():

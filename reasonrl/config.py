@@ -398,7 +398,13 @@ def load_config(cls: type, path: str | Path | None = None, overrides: list[str] 
         if not path.exists():
             raise FileNotFoundError(f"config file not found: {path}")
         with open(path, encoding="utf-8") as f:
-            loaded = yaml.safe_load(f) or {}
+            try:
+                loaded = yaml.safe_load(f) or {}
+            except yaml.YAMLError as error:
+                mark = getattr(error, "problem_mark", None)
+                where = f": line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+                problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+                raise ConfigError(f"{path}{where}: not valid YAML ({problem})") from None
         if not isinstance(loaded, dict):
             raise ConfigError(f"{path}: the top level must be a mapping of keys to values")
         data = loaded
@@ -502,6 +508,38 @@ def diff_configs(a: Any, b: Any, prefix: str = "") -> list[str]:
 def valid_keys(cls: type) -> list[str]:
     """Every dotted key of a config class (``algorithm.estimator``...)."""
     return _dotted_keys(cls)
+
+
+def describe_keys(cls: type, prefix: str = "") -> list[tuple[str, str, str, str]]:
+    """``(dotted key, type, default, one-line help)`` for every key of a config class; the help is
+    the comment that documents the field in its class (``field: type = default  # help``)."""
+    rows = []
+    comments = _field_comments(cls)
+    defaults = {f.name: getattr(cls(), f.name) for f in dataclasses.fields(cls)}
+    for name, hint in _field_types(cls).items():
+        if dataclasses.is_dataclass(hint):
+            rows.extend(describe_keys(hint, f"{prefix}{name}."))
+            continue
+        choices = typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+        type_name = "|".join(map(str, choices)) if choices else getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+        rows.append((prefix + name, type_name, json.dumps(to_dict(defaults[name]), ensure_ascii=False), comments.get(name, "")))
+    return rows
+
+
+def _field_comments(cls: type) -> dict[str, str]:
+    import inspect
+    import re
+
+    try:
+        source = inspect.getsource(cls)
+    except (OSError, TypeError):
+        return {}
+    found = {}
+    for line in source.splitlines():
+        match = re.match(r"\s+(\w+):[^#]*?=.*?#\s*(.+)$", line)
+        if match:
+            found.setdefault(match.group(1), match.group(2).strip())
+    return found
 
 
 # -- helpers -------------------------------------------------------------------------------------

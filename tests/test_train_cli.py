@@ -111,7 +111,18 @@ def test_print_config_and_list_keys(capsys):
     printed = yaml.safe_load(capsys.readouterr().out)
     assert printed["seed"] == 3 and printed["algorithm"]["estimator"] == "rloo" and printed["model"] == "tiny"
     assert main(["train", "--list-keys"]) == 0
-    assert "algorithm.clip_high" in capsys.readouterr().out.split()
+    lines = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()}
+    # Each key with its type (or choices), its default and the one-line help its field documents.
+    assert lines["algorithm.clip_high"].split()[1:4] == ["float", "0.2", "PPO"]
+    assert lines["engine"].split()[1:3] == ["hf|hf_fast|vllm", '"hf"'] and "rollouts:" in lines["engine"]
+
+
+def test_version(capsys):
+    from reasonrl import __version__
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"reasonrl {__version__}"
 
 
 def test_sft_command_saves_a_checkpoint_quietly(tmp_path, capsys):
@@ -273,3 +284,20 @@ def test_ctrl_c_says_the_same_command_resumes(capsys, monkeypatch):
     monkeypatch.setattr(train, "run_config", interrupted)
     assert main(["train", *MICRO]) == 130
     assert "run the same command again to resume" in capsys.readouterr().err
+
+
+def test_broken_yaml_config_names_the_file_and_line(tmp_path, capsys):
+    config = tmp_path / "broken.yaml"
+    config.write_text("seed: 1\nrollout:\n  group_size: [8\n  max_tokens: 16\n")
+    assert main(["train", "--config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"reasonrl train: {config}: line ") and "not valid YAML" in err
+    assert "Traceback" not in err
+
+
+def test_malformed_dataset_names_the_file_and_line(tmp_path, capsys):
+    rows = tmp_path / "rows.jsonl"
+    rows.write_text('{"id": "a", "prompt": "1+1?", "answer": "2"}\n\n{"id": "b", "prompt": \n')
+    assert main(["train", f"output_dir={tmp_path / 'r'}", "task=gsm8k", f"dataset={rows}"]) == 2
+    assert capsys.readouterr().err.strip() == f"reasonrl train: {rows}: line 3: not valid JSON (Expecting value)"
+    assert not (tmp_path / "r").exists()  # nothing written

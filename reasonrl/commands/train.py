@@ -56,10 +56,13 @@ def load_train_config(config_path: str | None, overrides: list[str]):
 
 def run(args: argparse.Namespace) -> int:
     prepare_cpu_threads()
-    from reasonrl.config import ConfigError, TrainConfig, to_yaml, valid_keys
+    from reasonrl.config import ConfigError, TrainConfig, describe_keys, to_yaml
 
     if args.list_keys:
-        print("\n".join(valid_keys(TrainConfig)))
+        rows = describe_keys(TrainConfig)
+        width = max(len(key) for key, *_ in rows)
+        for key, type_name, default, help_text in rows:
+            print(f"{key:{width}}  {type_name:6}  {default:18}  {help_text}".rstrip())
         return 0
     if args.list_trainers:
         from reasonrl.trainers.registry import describe_trainers

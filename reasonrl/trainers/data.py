@@ -210,10 +210,7 @@ def _load_rows(dataset: Any, task_name: str) -> list[dict[str, Any]]:
         else:
             with open(path, encoding="utf-8") as f:
                 text = f.read()
-            if path.suffix == ".json" and text.lstrip().startswith("["):
-                rows = json.loads(text)
-            else:
-                rows = [json.loads(line) for line in text.splitlines() if line.strip()]
+            rows = _parse_rows(path, text)
     if rows and "prompt" not in rows[0] and task_name in BENCHMARK_LAYOUTS and not isinstance(dataset, (list, tuple)):
         # A benchmark file in its public layout (GSM8K's question/answer...): convert it to Problem rows.
         from reasonrl.eval.loaders import load_benchmark
@@ -230,6 +227,27 @@ def _load_rows(dataset: Any, task_name: str) -> list[dict[str, Any]]:
         validate_problem(row, where=f"{dataset if isinstance(dataset, str) else 'dataset'} row {i + 1}")
         out.append(row)
     return out
+
+
+def _parse_rows(path: Any, text: str) -> list[dict[str, Any]]:
+    """A JSON array or JSONL; a malformed row is a ValueError naming the file and its line."""
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: line {error.lineno}: not valid JSON ({error.msg})") from None
+    rows = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise ValueError(f"{path}: line {number}: not valid JSON ({error.msg})") from None
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}: line {number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
 
 
 def render_prompt(tokenizer: Any, messages: Sequence[dict[str, str]]) -> str:

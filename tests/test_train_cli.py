@@ -301,3 +301,19 @@ def test_malformed_dataset_names_the_file_and_line(tmp_path, capsys):
     assert main(["train", f"output_dir={tmp_path / 'r'}", "task=gsm8k", f"dataset={rows}"]) == 2
     assert capsys.readouterr().err.strip() == f"reasonrl train: {rows}: line 3: not valid JSON (Expecting value)"
     assert not (tmp_path / "r").exists()  # nothing written
+
+
+def test_progress_in_a_log_file_is_plain_lines(tmp_path):
+    """Standard error not a terminal (a log file): progress comes as a few plain lines, no carriage
+    returns from our bars or transformers' own."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "err.log"
+    with open(log, "w") as err:
+        subprocess.run([sys.executable, "-m", "reasonrl", "train", f"output_dir={tmp_path / 'run'}",
+                        *[m for m in MICRO if m != "progress=false"], "steps=20"],
+                       stdout=subprocess.DEVNULL, stderr=err, check=True, timeout=600)
+    text = log.read_text()
+    assert "\r" not in text
+    assert "rl: 20/20 reward=" in text and "sft: 10/10 loss=" in text

@@ -31,7 +31,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"reasonrl sft: {exc}", file=sys.stderr)
         return 2
     try:
-        with hf_progress_bars(config.progress):
+        with hf_progress_bars(config.progress and sys.stderr.isatty()):
             path = run_sft(config)
     except (KeyError, FileNotFoundError, ValueError, RuntimeError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

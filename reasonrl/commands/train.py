@@ -84,7 +84,8 @@ def run_config(config) -> int:
     from reasonrl.trainers.run import RunError, main
 
     try:
-        with hf_progress_bars(config.progress):
+        # transformers' own bars redraw with carriage returns: on a terminal only, like ours.
+        with hf_progress_bars(config.progress and sys.stderr.isatty()):
             main(config)
     except (RunError, KeyError, FileNotFoundError, ValueError) as exc:
         message = exc.args[0] if isinstance(exc, KeyError) and exc.args else exc

@@ -176,9 +176,9 @@ def _train_loop(job: Job, trainer: Any, history: list[dict[str, float]], eval_be
                 warned.add(kind)
             if bar is not None:
                 recent = history[-10:]
-                bar.update(1)
                 bar.set_postfix(reward=f"{sum(m.get('reward', 0.0) for m in recent) / len(recent):.3f}",
                                 acc=f"{sum(m.get('accuracy', 0.0) for m in recent) / len(recent):.2f}")
+                bar.update(1)
             out_of_tokens = bool(config.max_sampled_tokens) and trainer.sampled_tokens >= config.max_sampled_tokens
             if trainer.step % config.save_every == 0 or trainer.step == config.steps or out_of_tokens:
                 _save(job, trainer, tokenizer, init_path)
@@ -611,11 +611,9 @@ def _read_json(path: Path) -> Any:
 
 
 def _progress(config: TrainConfig, initial: int):
-    if not config.progress:
-        return None
-    from tqdm.auto import tqdm
+    from reasonrl.progress import progress_bar
 
-    return tqdm(total=config.steps, initial=initial, desc="rl", dynamic_ncols=True)
+    return progress_bar(config.steps, config.trainer, config.progress, initial)
 
 
 def _write(bar: Any, log: Callable[[str], None], message: str) -> None:

@@ -217,8 +217,6 @@ def load_sft_result(path: str | Path) -> SFTResult:
 
 
 def _progress_bar(total: int, enabled: bool, desc: str):
-    if not enabled:
-        return None
-    from tqdm.auto import tqdm
+    from reasonrl.progress import progress_bar
 
-    return tqdm(total=total, desc=desc, dynamic_ncols=True, leave=False)
+    return progress_bar(total, desc, enabled, leave=False)

@@ -348,7 +348,12 @@ class TrainConfig:
         if self.output_dir:
             return Path(self.output_dir)
         model_name = "tiny" if self.is_tiny else Path(self.model.rstrip("/")).name or "model"
-        return Path("runs") / f"{self.task}-{model_name}-seed{self.seed}"
+        task = self.task
+        if ":" in task:  # a task from a user's file: its registered name, not the path (no colon, no nested folders)
+            from reasonrl.tasks import get_task
+
+            task = get_task(task).name
+        return Path("runs") / f"{task}-{model_name}-seed{self.seed}"
 
 
 def _check_registered(key: str, value: str, registry: Any) -> None:

@@ -252,6 +252,9 @@ def test_a_truncated_checkpoint_is_skipped_for_the_one_before(tmp_path, capsys):
     weights = out / "checkpoints" / "step-4" / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
     (out / "summary.json").unlink()
+    # The first segment "took" 1000 s up to its step-2 checkpoint: the summary counts it.
+    state_file = out / "checkpoints" / "step-2" / "trainer_state.json"
+    state_file.write_text(json.dumps({**json.loads(state_file.read_text()), "elapsed_s": 1000.0}))
     assert main(["train", f"output_dir={out}", *partial, "steps=4", "save_every=2"]) == 0
     printed = capsys.readouterr().out
     assert f"skipping checkpoint {out / 'checkpoints' / 'step-4'}" in printed
@@ -261,6 +264,8 @@ def test_a_truncated_checkpoint_is_skipped_for_the_one_before(tmp_path, capsys):
     from safetensors.torch import load_file
 
     load_file(str(weights))  # rewritten whole
+    timings = json.loads((out / "summary.json").read_text())["timings"]
+    assert timings["resumed_from_step"] == 2 and 1000 < timings["total_s"] < 1000 + 600
 
 
 def test_naming_the_default_output_dir_continues_the_same_run(tmp_path, capsys, monkeypatch):
@@ -317,3 +322,12 @@ def test_progress_in_a_log_file_is_plain_lines(tmp_path):
     text = log.read_text()
     assert "\r" not in text
     assert "rl: 20/20 reward=" in text and "sft: 10/10 loss=" in text
+
+
+def test_a_task_from_a_file_gets_its_registered_name_as_run_folder():
+    from pathlib import Path
+
+    from reasonrl.config import TrainConfig, load_config
+
+    config = load_config(TrainConfig, None, ["task=examples/my_task.py:task", "seed=2"])
+    assert config.resolved_output_dir() == Path("runs/sort_numbers-tiny-seed2")

@@ -49,6 +49,11 @@ class Job:
     log: Callable[[str], None]
     t_start: float
     timings: dict[str, float] = field(default_factory=dict)
+    earlier_s: float = 0.0  # wall time of the segments before a resume, up to their last checkpoint
+
+    def elapsed_s(self) -> float:
+        """The run's wall time so far, over every segment (a resumed run counts its earlier ones)."""
+        return self.earlier_s + time.time() - self.t_start
 
     @property
     def budget_s(self) -> float | None:
@@ -194,7 +199,8 @@ def _save(job: Job, trainer: Any, tokenizer: Any, init_path: Any) -> None:
     from reasonrl.trainers import checkpoint as ckpt
 
     trainer.hooks.fire("on_save", trainer)
-    state = {**trainer.state(), "init_model": str(init_path), "config_hash": config_hash(job.config)}
+    state = {**trainer.state(), "init_model": str(init_path), "config_hash": config_hash(job.config),
+             "elapsed_s": job.elapsed_s()}
     others = [r for name, r in trainer.roles.items() if name != "policy" and r.checkpointed]
     extra = trainer.extra_state() if hasattr(trainer, "extra_state") else None
     keep = job.config.keep_checkpoints
@@ -238,6 +244,8 @@ def _resume(job: Job, trainer: Any, checkpoints: list[Path]) -> list[dict[str, f
             continue
         trainer.load_state(state)
         trainer.sync_engine_weights()
+        job.earlier_s = float(state.get("elapsed_s", 0.0))
+        job.timings["resumed_from_step"] = trainer.step
         job.log(f"resuming from {checkpoint} (step {trainer.step} of {job.config.steps})")
         return job.strategy.on_main(lambda: _truncate_metrics(metrics_path, trainer.step))
     if job.strategy.is_main:
@@ -326,7 +334,7 @@ def _report(job: Job, engine: Any, tokenizer: Any, init_path: Any, eval_before: 
         "world_size": int(os.environ.get("WORLD_SIZE", "1") or 1),
         "final_checkpoint": str(ckpt.latest_checkpoint(run_dir)),
         "sft": _read_json(run_dir / "sft" / "sft.json"),
-        "timings": {**job.timings, "total_s": time.time() - job.t_start},
+        "timings": {**job.timings, "total_s": job.elapsed_s()},
         "config": to_dict(config),
     }
     summary["plots"] = [str(p) for p in plots.plot_run(run_dir, history, eval_before, eval_after)]

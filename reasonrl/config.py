@@ -237,7 +237,8 @@ class TrainConfig:
     task_options: dict = field(default_factory=dict)  # generator difficulty knobs (arith: digits, operands, ops)
     dataset: str = ""  # Problem rows (JSONL/Parquet) for dataset-backed tasks; empty = the task's generator
     eval_dataset: str = ""  # held-out Problem rows; empty = a split of dataset / the generator
-    model: str = "tiny"  # "tiny" (build the embedded model) or a Hugging Face checkpoint directory
+    model: str = "tiny"  # "tiny" (build the embedded model), a Hugging Face checkpoint directory, or a Hub id (org/name)
+    revision: str = ""  # Hub revision (branch, tag or commit) of a Hub id in model= / dataset= (empty = main)
     tiny: TinyModelSection = field(default_factory=TinyModelSection)
     engine: Literal["hf", "hf_fast", "vllm"] = "hf"  # rollouts: HF forward loop | static-cache (CUDA-graph) decode | vLLM
     output_dir: str = ""  # empty = runs/<task>-<model name>-seed<seed>

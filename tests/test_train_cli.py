@@ -331,3 +331,38 @@ def test_a_task_from_a_file_gets_its_registered_name_as_run_folder():
 
     config = load_config(TrainConfig, None, ["task=examples/my_task.py:task", "seed=2"])
     assert config.resolved_output_dir() == Path("runs/sort_numbers-tiny-seed2")
+
+
+def test_hub_ids_load_through_the_hugging_face_cache_and_say_when_they_cannot(tmp_path):
+    """model=org/name resolves through the Hugging Face cache as transformers would (here a cache laid
+    out by hand, offline); an id that is neither cached nor reachable is one clear line, exit 2."""
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from reasonrl.models.tiny import TinyModelConfig, build_tiny_model
+
+    hub = tmp_path / "hf" / "hub"
+    snapshot = hub / "models--someone--tiny-arith" / "snapshots" / ("0" * 40)
+    shutil.copytree(build_tiny_model(TinyModelConfig(hidden_size=32, num_layers=2, bpe_merges=0), tmp_path / "m"), snapshot)
+    (hub / "models--someone--tiny-arith" / "refs").mkdir()
+    (hub / "models--someone--tiny-arith" / "refs" / "main").write_text("0" * 40)
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "HF_HUB_OFFLINE": "1", "REASONRL_CACHE": str(tmp_path / "cache")}
+    base = [sys.executable, "-m", "reasonrl", "train", *MICRO, "steps=1", "sft.enabled=false"]
+
+    ok = subprocess.run([*base, "model=someone/tiny-arith", f"output_dir={tmp_path / 'run'}"], env=env,
+                        capture_output=True, text=True, timeout=600)
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["initial_policy"] == str(snapshot)
+
+    missing = subprocess.run([*base, "model=someone/not-cached", f"output_dir={tmp_path / 'r2'}"], env=env,
+                             capture_output=True, text=True, timeout=600)
+    assert missing.returncode == 2
+    assert "model=someone/not-cached: not a local folder, not in the Hugging Face cache" in missing.stderr
+    assert "Traceback" not in missing.stderr
+
+    no_data = subprocess.run([*base, "task=gsm8k", "dataset=someone/no-such-data", f"output_dir={tmp_path / 'r3'}"],
+                             env=env, capture_output=True, text=True, timeout=600)
+    assert no_data.returncode == 2 and "dataset=someone/no-such-data: not a local file" in no_data.stderr

@@ -55,7 +55,7 @@ def run_sft(config) -> Path:
         torch.set_num_threads(config.threads)
     task = get_task(config.task)
     out = Path(config.output_dir) if config.output_dir else Path("runs") / f"sft-{config.task}-seed{config.seed}"
-    base = build_tiny_model(TinyModelConfig(**asdict(config.tiny), seed=config.seed)) if config.is_tiny else check_model_path(config.model)
+    base = build_tiny_model(TinyModelConfig(**asdict(config.tiny), seed=config.seed)) if config.is_tiny else check_model_path(config.model, config.revision)
     device = _device(config)
     model, tokenizer = load_policy(base, device, config)
     source = ProblemSource(task, seed=config.seed, task_options=config.task_options, dataset=config.dataset or None,

@@ -21,6 +21,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from typing import Any, Iterator, Sequence
 
 from reasonrl.types import validate_problem
@@ -85,14 +86,16 @@ class ProblemSource:
         eval_dataset: Any = None,
         num_test: int = 200,
         num_val: int = 128,
+        revision: str = "",
     ) -> None:
         self.task = task
+        self.revision = revision
         self.seed = seed
         self.generator = None
         self.rows: list[dict[str, Any]] | None = None
         dataset = dataset or getattr(task, "dataset", None)
         if dataset:
-            self.rows = _load_rows(dataset, task.name)
+            self.rows = _load_rows(dataset, task.name, revision)
         elif task.generator is not None:
             self.generator = task.make_generator(None, **dict(task_options or {}))
         else:
@@ -138,7 +141,7 @@ class ProblemSource:
             return
         assert self.rows is not None
         if eval_dataset:
-            test = _load_rows(eval_dataset, self.task.name)[: self.num_test]
+            test = _load_rows(eval_dataset, self.task.name, self.revision)[: self.num_test]
             self._excluded.update(self.key(p) for p in test)
             remaining = [r for r in self.rows if self.key(r) not in self._excluded]
         else:
@@ -187,8 +190,10 @@ class ProblemSource:
 BENCHMARK_LAYOUTS = {"gsm8k": "gsm8k", "math": "math500", "ifeval": "ifeval", "kk": "kk"}
 
 
-def _load_rows(dataset: Any, task_name: str) -> list[dict[str, Any]]:
-    """Problem rows from a path (JSONL/JSON/Parquet), a list, or a ``datasets.Dataset``.
+def _load_rows(dataset: Any, task_name: str, revision: str = "") -> list[dict[str, Any]]:
+    """Problem rows from a path (JSONL/JSON/Parquet), a list, a ``datasets.Dataset``, or a Hugging
+    Face Hub dataset id (``org/name`` or ``org/name:config``, its ``train`` split, through ``datasets``
+    and its cache).
 
     A GSM8K / MATH / IFEval / K&K file in its public layout (no ``prompt`` field) is converted with
     :func:`reasonrl.eval.loaders.load_benchmark`.
@@ -201,6 +206,8 @@ def _load_rows(dataset: Any, task_name: str) -> list[dict[str, Any]]:
         from pathlib import Path
 
         path = Path(str(dataset))
+        if not path.exists() and HUB_DATASET.match(str(dataset)):
+            return _load_rows(_hub_dataset(str(dataset), revision), task_name)
         if not path.exists():
             raise FileNotFoundError(f"dataset not found: {path}")
         if path.suffix == ".parquet":
@@ -227,6 +234,25 @@ def _load_rows(dataset: Any, task_name: str) -> list[dict[str, Any]]:
         validate_problem(row, where=f"{dataset if isinstance(dataset, str) else 'dataset'} row {i + 1}")
         out.append(row)
     return out
+
+
+# org/name or org/name:config, as the Hugging Face Hub spells datasets (a local path that exists always wins).
+HUB_DATASET = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+(:[\w.-]+)?$")
+
+
+def _hub_dataset(spec: str, revision: str, split: str = "train") -> Any:
+    """``split`` of a Hub dataset through ``datasets.load_dataset`` (its cache first); one clear line when
+    it is neither cached nor reachable."""
+    import datasets
+
+    name, _, config = spec.partition(":")
+    try:
+        return datasets.load_dataset(name, config or None, split=split, revision=revision or None)
+    except (ConnectionError, OSError, ValueError, datasets.exceptions.DatasetNotFoundError) as error:
+        raise FileNotFoundError(
+            f"dataset={spec}: not a local file, and the Hugging Face Hub could not provide it here "
+            f"({str(error).splitlines()[0][:160]}); download it where the Hub can be reached and pass the file"
+        ) from None
 
 
 def _parse_rows(path: Any, text: str) -> list[dict[str, Any]]:

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field, replace
@@ -80,7 +81,7 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
     config.check_world_size(world_size)
     task = get_task(config.task)  # KeyError lists the registered tasks
     if not config.is_tiny:
-        check_model_path(config.model)
+        check_model_path(config.model, config.revision)
     _check_output_dir(config.resolved_output_dir())
     job, device = _start_job(config, task, world_size, log, t_start)
     strategy, source, log = job.strategy, job.source, job.log
@@ -138,6 +139,7 @@ def _start_job(config: TrainConfig, task: Any, world_size: int, log: Callable[[s
     source = ProblemSource(
         task, seed=config.seed, task_options=config.task_options, dataset=config.dataset or None,
         eval_dataset=config.eval_dataset or None, num_test=config.eval.problems, num_val=config.sft.eval_problems,
+        revision=config.revision,
     )
     return Job(config, config.resolved_output_dir(), strategy, source, log, t_start), device
 
@@ -282,7 +284,7 @@ def build_roles(requests: list[Any], hooks: Any, init_path: Any, device: str, co
             ref, _ = load_policy(init_path, device, config, dtype=copy_dtype)
             roles[name] = ModelRole(name, ref.requires_grad_(False).eval(), str(init_path))
         elif name == "critic" and config.critic.model:
-            path = init_path if config.critic.model == "policy" else check_model_path(config.critic.model)
+            path = init_path if config.critic.model == "policy" else check_model_path(config.critic.model, config.revision)
             lr = config.critic.lr or config.optim.lr
             roles[name] = ModelRole(name, CriticModel.from_pretrained(path).to(device), str(path), trainable=True, lr=lr,
                                     weight_decay=config.critic.weight_decay, schedule=role_schedule(config, lr))
@@ -390,14 +392,37 @@ def _device(config: TrainConfig) -> str:
     return config.device
 
 
-def check_model_path(path: str) -> Path:
-    """A Hugging Face checkpoint directory, or a clear error."""
+def check_model_path(path: str, revision: str = "") -> Path:
+    """A Hugging Face checkpoint directory, or a Hub id (``Qwen/Qwen2.5-0.5B-Instruct``) resolved through
+    the Hugging Face cache (downloaded when the Hub can be reached, at ``revision``), or a clear error."""
     p = Path(path).expanduser()
+    if not p.exists() and HUB_ID.match(path):
+        return _from_hub(path, revision)
     if not p.exists():
-        raise RunError(f"model path not found: {p} (give a Hugging Face checkpoint directory, or model=tiny)")
+        raise RunError(f"model path not found: {p} (give a Hugging Face checkpoint directory, a Hub id, or model=tiny)")
     if not p.is_dir() or not (p / "config.json").exists():
         raise RunError(f"{p} is not a Hugging Face checkpoint directory (no config.json in it)")
     return p
+
+
+# org/name, as the Hugging Face Hub spells repositories (a local path that exists always wins).
+HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+
+
+def _from_hub(repo_id: str, revision: str) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
+
+    try:
+        return Path(snapshot_download(repo_id, revision=revision or None))
+    except LocalEntryNotFoundError:
+        raise RunError(
+            f"model={repo_id}: not a local folder, not in the Hugging Face cache, and the Hub cannot be reached from "
+            f"this machine; download it where the Hub can be reached (huggingface-cli download {repo_id}) and pass "
+            f"the folder, or point HF_HOME at a cache that holds it"
+        ) from None
+    except HfHubHTTPError as error:
+        raise RunError(f"model={repo_id}: the Hugging Face Hub refused it ({str(error).splitlines()[0]})") from None
 
 
 def load_policy(path: str | Path, device: str, config: TrainConfig, dtype: str | None = None) -> tuple[Any, Any]:
@@ -457,7 +482,7 @@ def _initial_policy(
         tiny = TinyModelConfig(**asdict(config.tiny), seed=config.seed)
         base = Path(build_tiny_model(tiny))
     else:
-        base = check_model_path(config.model)
+        base = check_model_path(config.model, config.revision)
     if not config.sft_enabled:
         return base
     key = config_hash(

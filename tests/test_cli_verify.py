@@ -130,6 +130,9 @@ BAD_INPUTS = [
     (b'{"answer": "a"}\n', 1, "field 'response' is missing"),
     (b'{"response": "a", "answer": "a"}\n["a", "a"]\n', 2, "expected a JSON object"),
     (b'{"response": null, "answer": "a"}\n', 1, "field 'response' must be a string, got null"),
+    (b'{"response": "a", "answer": "a"}\n{"response": "a", "answer": NaN}\n', 2, "field 'answer' holds NaN"),
+    (b'{"response": "a", "answer": "a", "meta": {"k": [1, -Infinity]}}\n', 1, "field 'meta.k.1' holds -Infinity"),
+    (b'{"response": "a", "answer": 1e400}\n', 1, "field 'answer' holds 1e400"),
 ]
 
 
@@ -162,6 +165,85 @@ def test_interrupted_write_leaves_no_partial_file(tmp_path, monkeypatch):
     monkeypatch.setattr(verify_cmd.json, "dumps", failing_dumps)
     assert main(["verify", "--task", "_test_cli_echo", "--input", str(src), "--output", str(out), "--workers", "0"]) == 130
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]
+
+
+def _verify_to(output: Path | str, tmp_path: Path, rows=ROWS) -> int:
+    src = write_jsonl(tmp_path / "in.jsonl", rows)
+    return main(["verify", "--task", "_test_cli_echo", "--input", str(src), "--output", str(output), "--workers", "0"])
+
+
+def test_output_through_a_symlink_replaces_the_target_and_keeps_the_link(tmp_path, capsys):
+    target = tmp_path / "results" / "scored.jsonl"
+    target.parent.mkdir()
+    target.write_text("old\n")
+    link = tmp_path / "latest.jsonl"
+    link.symlink_to(target)
+    assert _verify_to(link, tmp_path) == 0
+    assert link.is_symlink() and os.readlink(link) == str(target)
+    assert [r["id"] for r in read_jsonl(target)] == [1, 2, 3, 4]
+    assert sorted(p.name for p in target.parent.iterdir()) == ["scored.jsonl"]  # no temp file left beside it
+
+
+def test_output_keeps_the_mode_of_the_file_it_replaces_and_new_files_follow_the_umask(tmp_path, capsys):
+    kept = tmp_path / "shared.jsonl"
+    kept.write_text("old\n")
+    kept.chmod(0o664)
+    assert _verify_to(kept, tmp_path) == 0
+    assert kept.stat().st_mode & 0o777 == 0o664
+    old_mask = os.umask(0o027)
+    try:
+        assert _verify_to(tmp_path / "new.jsonl", tmp_path) == 0
+    finally:
+        os.umask(old_mask)
+    assert (tmp_path / "new.jsonl").stat().st_mode & 0o777 == 0o640
+
+
+def test_output_to_a_fifo_is_written_through_not_replaced(tmp_path, capsys):
+    import threading
+
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    try:
+        rc = _verify_to(fifo, tmp_path)
+    finally:
+        if reader.is_alive():  # unblock the reader if the write never opened the FIFO
+            with open(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "wb"):
+                pass
+        reader.join()
+    assert rc == 0
+    assert fifo.is_fifo()
+    assert [json.loads(line)["id"] for line in received[0].decode().splitlines()] == [1, 2, 3, 4]
+
+
+def test_output_to_dev_null_leaves_the_device_alone(tmp_path, capsys):
+    import stat
+
+    before = os.stat("/dev/null")
+    assert stat.S_ISCHR(before.st_mode)
+    assert _verify_to("/dev/null", tmp_path) == 0
+    after = os.stat("/dev/null")
+    assert stat.S_ISCHR(after.st_mode) and after.st_ino == before.st_ino
+
+
+def test_output_to_a_directory_is_a_clear_error(tmp_path, capsys):
+    assert _verify_to(tmp_path, tmp_path) == 2
+    assert f"cannot write {tmp_path}: is a directory" in capsys.readouterr().err
+
+
+def test_a_lone_surrogate_is_written_as_its_json_escape(tmp_path, capsys):
+    rows = [{"id": 1, "response": "\ud800", "answer": "\ud800"}, {"id": 2, "response": "é", "answer": "x"}]
+    out = tmp_path / "out.jsonl"
+    assert _verify_to(out, tmp_path, rows) == 0
+    text = out.read_text(encoding="utf-8")  # valid UTF-8
+    assert "\\ud800" in text and "é" in text  # escaped where it must be, readable elsewhere
+    back = read_jsonl(out)
+    assert back[0]["response"] == "\ud800" and back[0]["verdict"]["correct"] is True
+    capsys.readouterr()
+    assert main(["verify", "--task", "_test_cli_echo", "--input", str(tmp_path / "in.jsonl"), "--workers", "0"]) == 0
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["response"] == "\ud800"
 
 
 def test_unknown_task_lists_tasks_and_close_matches(tmp_path, capsys):
@@ -257,3 +339,14 @@ def test_console_entry_runs_as_a_module(tmp_path):
     help_text = subprocess.run([sys.executable, "-m", "reasonrl", "verify", "--help"], capture_output=True, text=True,
                                timeout=120).stdout
     assert "Without --output the rows go to stdout" in help_text
+
+
+def test_boolean_options_parse_as_train_parses_them(tmp_path, capsys):
+    """`--option strict=no` is not strict (a non-empty string is truthy in Python: it used to be),
+    and a word that is no boolean is refused."""
+    src = write_jsonl(tmp_path / "in.jsonl", [{"response": "The answer is 18.", "answer": "18"}])
+    for value, accuracy in (("no", "1.000"), ("off", "1.000"), ("yes", "0.000"), ("1", "0.000")):
+        assert main(["verify", "--task", "gsm8k", "--input", str(src), "--option", f"strict={value}", "--workers", "0"]) == 0
+        assert f"accuracy {accuracy}" in capsys.readouterr().err, value
+    assert main(["verify", "--task", "gsm8k", "--input", str(src), "--option", "strict=maybe"]) == 2
+    assert "--option strict: expected true/false, got 'maybe'" in capsys.readouterr().err

@@ -14,7 +14,6 @@ import argparse
 import json
 import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -101,9 +100,13 @@ def read_rows(path: str) -> list[dict[str, Any]]:
         except UnicodeDecodeError as exc:
             raise InputError(f"{where}: invalid UTF-8 at byte {exc.start} of the line") from None
         try:
-            row = json.loads(text)
+            row = json.loads(text, parse_constant=_NonFinite, parse_float=_finite_float)
         except ValueError as exc:
             raise InputError(f"{where}: invalid JSON: {getattr(exc, 'msg', exc)} (column {getattr(exc, 'colno', '?')})") from None
+        bad = _first_non_finite(row)
+        if bad is not None:
+            # JSON has no NaN or infinity: such a row could not be written back as valid JSON.
+            raise InputError(f"{where}: field '{bad[0]}' holds {bad[1]} (JSON numbers must be finite)")
         if not isinstance(row, dict):
             raise InputError(f"{where}: expected a JSON object with fields 'response' and 'answer', got a JSON {_json_type(row)}")
         for field in ("response", "answer"):
@@ -115,6 +118,27 @@ def read_rows(path: str) -> list[dict[str, Any]]:
     return rows
 
 
+class _NonFinite(str):
+    """A NaN / Infinity / overflowing number as the input spelled it (found and refused after parsing)."""
+
+
+def _finite_float(text: str) -> Any:
+    value = float(text)
+    return value if value not in (float("inf"), float("-inf")) else _NonFinite(text)
+
+
+def _first_non_finite(value: Any, path: str = "") -> tuple[str, str] | None:
+    """``(dotted field path, spelling)`` of the first non-finite number in a parsed row, or None."""
+    if isinstance(value, _NonFinite):
+        return path, str(value)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, item in items:
+        found = _first_non_finite(item, f"{path}.{key}" if path else str(key))
+        if found is not None:
+            return found
+    return None
+
+
 def _json_type(value: Any) -> str:
     if value is None:
         return "null"
@@ -123,27 +147,19 @@ def _json_type(value: Any) -> str:
 
 
 def write_rows(path: str | None, rows: list[dict[str, Any]]) -> None:
-    """Write JSONL to ``path`` atomically (temporary file in the same folder, then rename); None or '-': stdout."""
+    """Write JSONL to ``path`` by :func:`reasonrl.output_file.open_output`'s rules (a regular file
+    replaced atomically with its mode kept, a link's target replaced, a device or FIFO written
+    through); None or '-': stdout. Lone surrogates are written as their JSON escapes."""
+    from reasonrl.output_file import json_line, open_output
+
     if path is None or path == "-":
-        out = sys.stdout
         for row in rows:
-            out.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        out.flush()
+            sys.stdout.write(json_line(row, default=str))
+        sys.stdout.flush()
         return
-    target = Path(path)
-    folder = target.parent if str(target.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for row in rows:
-                f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
-        os.replace(tmp, target)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    with open_output(path) as out:
+        for row in rows:
+            out.write(json_line(row, default=str))
 
 
 def summary_line(rows: int, verdicts: list, seconds: float) -> str:
@@ -187,12 +203,18 @@ def run(args: argparse.Namespace) -> int:
     except (ImportError, AttributeError, ValueError) as exc:
         return _error(f"cannot load task {task_name!r}: {exc}")
     try:
+        options = _typed_options(task, options)
+    except ValueError as exc:
+        return _error(str(exc))
+    try:
         verifier = task.make_verifier(**options)
     except TypeError as exc:
         return _error(f"bad --option for task {task.name!r}: {exc}{_valid_options_hint(task)}")
     except (ValueError, KeyError) as exc:
         return _error(f"bad --option for task {task.name!r}: {exc.args[0] if exc.args else exc}")
 
+    if args.output not in (None, "-") and os.path.isdir(args.output):  # before verifying: nothing is lost
+        return _error(f"cannot write {args.output}: is a directory, expected a file path")
     input_path = str(example_path()) if args.example else args.input
     try:
         rows = read_rows(input_path)
@@ -220,8 +242,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _valid_options_hint(task: Any) -> str:
-    """``; valid options: strict, ...`` from the verifier factory's signature, when it can be read."""
+def _verifier_parameters(task: Any) -> dict[str, Any]:
+    """The keyword parameters of the task's verifier factory (empty when its signature cannot be read)."""
     import inspect
 
     factory = task.verifier
@@ -231,12 +253,38 @@ def _valid_options_hint(task: Any) -> str:
         base._load_builtins()
         factory = base._REGISTRY.get(factory)
     if factory is None:
-        return ""
+        return {}
     try:
         target = factory.__init__ if isinstance(factory, type) else factory
-        params = [p for p in inspect.signature(target).parameters if p not in ("self", "args", "kwargs")]
+        return {name: p for name, p in inspect.signature(target).parameters.items() if name not in ("self", "args", "kwargs")}
     except (TypeError, ValueError):
-        return ""
+        return {}
+
+
+# Format options that take booleans (the format wrapper's, not the task verifier's signature).
+BOOLEAN_FORMAT_OPTIONS = ("format_allow_text_outside", "format_think_prefilled")
+
+
+def _typed_options(task: Any, options: dict[str, Any]) -> dict[str, Any]:
+    """Booleans parsed as ``reasonrl train`` parses them (true/false/yes/no/on/off/1/0): a verifier
+    parameter whose default is a bool gets a bool or a clear error, never a truthy string like "no"."""
+    from reasonrl.config import ConfigError, _coerce
+
+    params = _verifier_parameters(task)
+    typed = dict(options)
+    for key, value in options.items():
+        param = params.get(key)
+        if key in BOOLEAN_FORMAT_OPTIONS or (param is not None and isinstance(param.default, bool)):
+            try:
+                typed[key] = _coerce(bool, value, f"--option {key}")
+            except ConfigError as exc:
+                raise ValueError(str(exc)) from None
+    return typed
+
+
+def _valid_options_hint(task: Any) -> str:
+    """``; valid options: strict, ...`` from the verifier factory's signature, when it can be read."""
     from reasonrl.verifiers.base import FORMAT_OPTIONS
 
-    return f"; valid options: {', '.join(params + list(FORMAT_OPTIONS)) or 'none'}"
+    params = list(_verifier_parameters(task))
+    return f"; valid options: {', '.join(params + list(FORMAT_OPTIONS)) or 'none'}" if params or task.verifier else ""

@@ -132,12 +132,6 @@ class Registry(Generic[T]):
     def __contains__(self, name: object) -> bool:
         return name in self._entries or (name in self._aliases and self._aliases[name] in self._entries)
 
-    def __iter__(self) -> Iterator[str]:
-        return iter(list(self._entries))
-
-    def __len__(self) -> int:
-        return len(self._entries)
-
     def choices(self) -> str:
         """The valid spellings for messages: names, aliases, and the file-spec form."""
         text = ", ".join(self._entries)

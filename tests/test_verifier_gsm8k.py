@@ -202,3 +202,44 @@ def test_agrees_with_every_labelled_gsm8k_model_solution():
                 disagreements.append((model, sample["solution"][-120:], test["answer"][-20:], verdict))
     assert checked == 5276
     assert disagreements == []
+
+
+@pytest.mark.parametrize("source", ["The answer is {}.", "#### {}", "<answer>{}</answer>", "so we get {}"])
+def test_numbers_past_pythons_4300_digit_limit_are_read_whole(gsm8k, source):
+    # Fraction(str) refuses more than 4,300 digits: such numbers used to be skipped.
+    big = "7" * 5000
+    response = source.format(big)
+    assert gsm8k.verify(response, big).correct
+    assert gsm8k.verify(response, f"#### {big}").correct
+    assert gsm8k.verify(response, big[:-1] + "8").reason == "wrong_answer"
+    assert gsm8k.verify(response, big[:-1]).reason == "wrong_answer"  # not read as its first digits
+
+
+@pytest.mark.parametrize(
+    ("response", "gold", "correct"),
+    [
+        ("The answer is 1.8e1", "18", True),
+        ("The answer is 1.8e1", "1.8", False),
+        ("The answer is 1.8", "1.8e1", False),
+        ("#### 2.5E+3", "2500", True),
+        ("The answer is 5e-1", "1/2", True),
+        ("The answer is 1e400", "1e400", True),
+        ("The answer is 1", "1e400", False),
+        ("The answer is 1e399", "1e400", False),
+    ],
+)
+def test_scientific_notation_is_read_as_its_value(gsm8k, response, gold, correct):
+    verdict = gsm8k.verify(response, gold)
+    assert verdict.correct is correct, verdict
+    assert verdict.reason == ("ok" if correct else "wrong_answer")
+
+
+def test_gold_in_scientific_notation_is_its_full_value():
+    assert parse_gold("1e400") == 10**400
+    assert parse_gold("#### 1.8e1") == 18
+
+
+def test_an_exponent_too_large_to_expand_is_not_a_number(gsm8k):
+    start = time.perf_counter()
+    assert gsm8k.verify("The answer is 1e999999999", "1").reason == "no_answer"
+    assert time.perf_counter() - start < 1.0

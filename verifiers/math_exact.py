@@ -15,8 +15,9 @@ response without a tag or box gets ``no_answer`` even if it ends in the right nu
 
 Numbers: thousands separators (``1,234``), currency (``$18``), units and trailing words
 (``18 dollars.``), percents (``50%`` is read as 50, the way GSM8K writes such answers),
-signs (``-3``, ``−3``), decimals that equal integers (``18.0`` = ``18``) and fractions
-(``1/2`` = ``0.5``). Comparison is exact on rationals (:class:`fractions.Fraction`), so
+signs (``-3``, ``−3``), decimals that equal integers (``18.0`` = ``18``), fractions
+(``1/2`` = ``0.5``), scientific notation (``1.8e1`` = ``18``, ``1e400``) and numbers of any
+length (past Python's 4,300-digit conversion limit). Comparison is exact on rationals (:class:`fractions.Fraction`), so
 ``0.333`` is not ``1/3``.
 
 ``answer`` (the Problem's field): a number as a string (``"18"``, ``"1,600"``), an int or
@@ -28,7 +29,9 @@ number read from the response (as written, minus ``$`` and separators); ``detail
 """
 from __future__ import annotations
 
+import math
 import re
+from decimal import Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -43,6 +46,7 @@ _NUMBER_RE = re.compile(
     r"(?P<sign>(?<![\d)\]}])[-−])?"
     r"\$?\s?"
     r"(?P<num>\d{1,3}(?:,\d{3})+(?:\.\d+)?|\d+(?:\.\d+)?|\.\d+)"
+    r"(?P<exp>[eE][-+]?\d+(?![\w.]))?"  # scientific notation: 1.8e1 is 18
     r"(?:\s?/\s?(?P<den>\d+(?:\.\d+)?)(?!\d|\.\d))?"
     r"(?P<pct>\s?%)?"
 )
@@ -63,14 +67,30 @@ def _delatex(text: str) -> str:
     return text
 
 
+# Exponents beyond this are not read as numbers: 1e999999999 would be a billion-digit integer.
+_MAX_EXPONENT = 100_000
+
+
+def _exact(text: str) -> Fraction:
+    """``text`` (digits, a point, an optional exponent) as an exact rational.
+
+    Through :class:`~decimal.Decimal`, which reads any number of digits: ``Fraction(str)``
+    goes through ``int(str)`` and refuses more than 4,300 digits (Python's conversion limit).
+    """
+    number = Decimal(text)
+    if abs(number.as_tuple().exponent) > _MAX_EXPONENT:
+        raise ValueError(f"exponent out of range: {text[:40]}")
+    return Fraction(number)
+
+
 def _value(match: re.Match) -> tuple[Fraction, str] | None:
     """The rational value of a :data:`_NUMBER_RE` match and its canonical text."""
-    num = match.group("num").replace(",", "")
+    num = match.group("num").replace(",", "") + (match.group("exp") or "")
     try:
-        value = Fraction(num)
+        value = _exact(num)
         text = num
         if match.group("den"):
-            den = Fraction(match.group("den"))
+            den = _exact(match.group("den"))
             if den == 0:
                 return None
             value /= den
@@ -107,6 +127,8 @@ def parse_gold(answer: Any) -> Fraction:
     """
     if isinstance(answer, bool) or not isinstance(answer, (str, int, float)):
         raise ValueError(f"gsm8k: field 'answer' must be a number or a string, got {type(answer).__name__}")
+    if isinstance(answer, float) and not math.isfinite(answer):
+        raise ValueError(f"gsm8k: field 'answer' must be a finite number, got {answer}")
     if isinstance(answer, (int, float)):
         return Fraction(answer)
     text = answer
@@ -133,21 +155,40 @@ def extract_gsm8k_answer(response: str, strict: bool = False) -> tuple[Fraction,
         return None
     cut = response.rfind("####")
     if cut >= 0:
-        found = _first_number(response[cut + 4 : cut + 200])
+        found = _first_number(_window(response, cut + 4))
         if found:
             return (*found, "####")
     tail = response[-_TAIL_CHARS:]
     anchors = list(_ANSWER_IS_RE.finditer(tail))
     if anchors:
-        found = _first_number(_delatex(tail[anchors[-1].end() : anchors[-1].end() + 200]))
+        found = _first_number(_delatex(_window(tail, anchors[-1].end())))
         if found:
             return (*found, "answer_is")
     found = _last_number(_delatex(tail))
     return (*found, "last_number") if found else None
 
 
+# The rest of a number that runs past the end of a search window.
+_NUMBER_REST_RE = re.compile(r"[\d,.]*(?:[eE][-+]?\d+)?")
+
+
+def _window(text: str, start: int, size: int = 200) -> str:
+    """The ``size`` characters from ``start``, and the rest of a number cut at the end (a
+    5,000-digit answer is read whole, not as its first digits)."""
+    end = start + size
+    return text[start : _NUMBER_REST_RE.match(text, end).end()] if end < len(text) else text[start:]
+
+
 def _fmt(value: Fraction) -> str:
+    if max(abs(value.numerator), value.denominator).bit_length() > _PLAIN_BITS:
+        # str(int) refuses more than 4,300 digits; a Decimal prints any length.
+        num, den = Decimal(value.numerator), Decimal(value.denominator)
+        return f"{num:f}" if value.denominator == 1 else f"{num:f}/{den:f}"
     return str(value.numerator) if value.denominator == 1 else str(value)
+
+
+# Integers of at most this many bits have fewer than 4,300 decimal digits.
+_PLAIN_BITS = 14_000
 
 
 @register("gsm8k")

@@ -119,9 +119,15 @@ def test_answer_field_forms(answer, value):
     assert parse_gold(answer) == value
 
 
-@pytest.mark.parametrize("bad", [None, ["18"], {"x": 1}, "no number here", True])
+@pytest.mark.parametrize("bad", [None, "no number here", True])
 def test_bad_answer_field_names_the_field(bad):
     with pytest.raises(ValueError, match="'answer'"):
+        Gsm8kVerifier().verify("18", bad)
+
+
+@pytest.mark.parametrize("bad", [["18"], {"x": 1}, b"18"])
+def test_answer_of_a_type_gsm8k_cannot_read_is_a_type_error(bad):
+    with pytest.raises(TypeError, match=r"verifier 'gsm8k'.*argument 'answer' must be str or int or float, got"):
         Gsm8kVerifier().verify("18", bad)
 
 

@@ -7,6 +7,7 @@ touches the network. Concrete verifiers subclass :class:`Verifier` and register 
 from __future__ import annotations
 
 import difflib
+import functools
 from typing import Any, Callable, Sequence
 
 from reasonrl.types import Verdict
@@ -21,7 +22,29 @@ class Verifier:
 
     name: str = ""
 
+    # The types ``answer`` may have; anything else is a TypeError naming the argument before
+    # the verifier runs. The default is every JSON value (a task's answer field as read from
+    # JSONL): a string for most tasks, a number for gsm8k, an object or list for kk, code and
+    # ifeval. A subclass narrows it to what it reads (gsm8k: str, int, float; kk: str, dict).
+    # None passes (verifiers that need no answer, such as format, are called with None).
+    answer_types: tuple[type, ...] = (str, int, float, dict, list, tuple)
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # Every subclass's verify checks its arguments' types, so that verify(18, "18") or a
+        # bytes response is one message naming the argument, not an error from deep inside.
+        verify = cls.__dict__.get("verify")
+        if verify is not None and not getattr(verify, "_checks_argument_types", False):
+            cls.verify = _checking_argument_types(verify)
+
     def verify(self, response: str, answer: Any) -> Verdict:  # pragma: no cover - interface
+        """The verdict on ``response`` (the model's text) against ``answer`` (the Problem's field).
+
+        Raises:
+            TypeError: ``response`` is not a string (None is read as an empty response), or
+                ``answer`` is neither None nor one of :attr:`answer_types` (bytes never are:
+                decode first).
+        """
         raise NotImplementedError
 
     def verify_batch(
@@ -50,6 +73,41 @@ class Verifier:
     # a string. Adapters that receive answers as strings (verl's ``ground_truth`` column) decode
     # JSON for such verifiers. None (unknown): JSON objects are decoded, lists and scalars are not.
     structured_answer: bool | None = None
+
+
+_MISSING = object()
+
+
+def _checking_argument_types(verify: Callable[..., Verdict]) -> Callable[..., Verdict]:
+    @functools.wraps(verify)
+    def checked(self: Verifier, response: Any, *args: Any, **kwargs: Any) -> Verdict:
+        answer = args[0] if args else kwargs.get("answer", _MISSING)
+        check_argument_types(self, response, answer)
+        return verify(self, response, *args, **kwargs)
+
+    checked._checks_argument_types = True  # type: ignore[attr-defined]
+    return checked
+
+
+def check_argument_types(verifier: Verifier, response: Any, answer: Any = _MISSING) -> None:
+    """Raise a TypeError naming the argument when ``response``/``answer`` cannot be verified."""
+    where = f"verifier {verifier.name or type(verifier).__name__!r}: verify(response, answer)"
+    if response is not None and not isinstance(response, str):
+        hint = " (decode bytes to str first)" if isinstance(response, (bytes, bytearray)) else ""
+        raise TypeError(f"{where}: argument 'response' must be str, got {type(response).__name__} {_short(response)}{hint}")
+    allowed = verifier.answer_types
+    if answer is _MISSING or answer is None or isinstance(answer, allowed):
+        return
+    hint = " (decode bytes to str first)" if isinstance(answer, (bytes, bytearray)) else ""
+    raise TypeError(
+        f"{where}: argument 'answer' must be {' or '.join(t.__name__ for t in allowed)}, "
+        f"got {type(answer).__name__} {_short(answer)}{hint}"
+    )
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
 
 
 _REGISTRY: dict[str, Callable[..., Verifier]] = {}

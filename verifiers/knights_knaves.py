@@ -125,6 +125,8 @@ class KnightsKnavesVerifier(Verifier):
         partial: reward = fraction of people right (``correct`` unchanged). Gameable; off by default.
     """
 
+    answer_types = (str, dict)
+
     def __init__(self, partial: bool = False) -> None:
         self.partial = partial
 

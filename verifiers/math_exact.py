@@ -205,6 +205,7 @@ class Gsm8kVerifier(Verifier):
     """
 
     default_timeout = 5.0
+    answer_types = (str, int, float)
 
     def __init__(self, strict: bool = False) -> None:
         self.strict = bool(strict)

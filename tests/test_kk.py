@@ -255,6 +255,47 @@ def test_verifier_near_misses(text, reason):
     assert verdict.reason == reason, verdict
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<answer>**Alice** is a **knight**, **Bob** is a **knave**, **Carol** is a **knight**</answer>",
+        "<answer>*Alice* is a *knight*; _Bob_ is a __knave__; `Carol` is a `knight`</answer>",
+        "<answer>Alice: knight\nBob: knave\nCarol: knight</answer>",
+        "<answer>(1) **Alice**: Knight\n(2) **Bob**: a knave\n(3) **Carol**: **knight**</answer>",
+        "<answer>- Alice: knight\n- Bob is a knave\n- Carol : Knight</answer>",
+        "Final answer: **Alice** is a **knight**, **Bob** is a **knave**, **Carol** is a **knight**.",
+    ],
+)
+def test_verifier_reads_markdown_emphasis_and_the_colon_form(text):
+    verdict = V.verify(text, ANSWER)
+    assert verdict.correct and verdict.reason == "ok", verdict
+
+
+@pytest.mark.parametrize(
+    "text,reason",
+    [
+        # A hedge names no role.
+        ("<answer>Alice: knight or knave\nBob: knave\nCarol: knight</answer>", "missing_person"),
+        ("<answer>Alice is a knight or a knave, Bob is a knave, Carol is a knight</answer>", "missing_person"),
+        ("<answer>Alice: knight/knave, Bob: knave, Carol: knight</answer>", "missing_person"),
+        # The same person named twice with different roles, in either form.
+        ("<answer>Alice: knight\nAlice: knave\nBob: knave\nCarol: knight</answer>", "conflicting_roles"),
+        ("<answer>**Alice** is a **knight**, Alice: knave, Bob: knave, Carol: knight</answer>", "conflicting_roles"),
+        # A negation is no claim (not read as the other role).
+        ("<answer>Alice is **not** a knight, Bob is a knave, Carol is a knight</answer>", "missing_person"),
+        ("<answer>Alice is not a knave, Bob is a knave, Carol is a knight</answer>", "missing_person"),
+        # A wrong role in markdown is still wrong.
+        ("<answer>**Alice**: knave, **Bob**: knave, **Carol**: knight</answer>", "wrong_answer"),
+        # A word before a colon that is no one in the puzzle claims nothing.
+        ("<answer>Answer: knight</answer>", "no_answer"),
+    ],
+)
+def test_verifier_markdown_and_colon_near_misses(text, reason):
+    verdict = V.verify(text, ANSWER)
+    assert not verdict.correct and verdict.reward == 0.0
+    assert verdict.reason == reason, verdict
+
+
 def test_verifier_role_words_from_answer():
     answer = {**ANSWER, "roles": ["truth-teller", "liar"]}
     good = "<answer>(1) Alice is a truth-teller\n(2) Bob is a liar\n(3) Carol is a truth-teller</answer>"

@@ -11,8 +11,11 @@ bare "Alice is a knight and Bob is a knave" scores), but a response that reasons
 without a tag usually names both roles for someone ("suppose Alice is a knave...") and is
 then marked ``conflicting_roles``; prompts should ask for the tag.
 
-What is read: every "<Name> is a/an <role>" (case-insensitive; the article may be left
-out), where role is one of the problem's two words. The response is **correct only when
+What is read: every "<Name> is a/an <role>" and "<Name>: <role>" (case-insensitive; the
+article may be left out), where role is one of the problem's two words; markdown emphasis
+(``**Alice** is a *knight*``, backticks) is ignored. A hedge ("Alice: knight or knave",
+"a knight/knave") claims nothing, nor does a negation ("Alice is not a knight": no claim, so
+that person counts as missing). The response is **correct only when
 every person is assigned and each person gets exactly one role, the right one**:
 
 * a person with both roles → ``conflicting_roles`` (repeating the same claim is fine);
@@ -86,18 +89,27 @@ def read_answer(answer: Any) -> tuple[list[str], list[bool], tuple[str, str]]:
     return names, solution, (str(roles[0]), str(roles[1]))
 
 
+# Markdown emphasis and code marks around words ("**Alice** is a *knight*"): dropped before
+# reading. An underscore inside a word stays ("Mary_Ann").
+_EMPHASIS_RE = re.compile(r"[*`]+|(?<!\w)_+|_+(?!\w)")
+
+
 @lru_cache(maxsize=4096)
-def _claim_pattern(names: tuple[str, ...], good: str, bad: str) -> re.Pattern:
+def _claim_patterns(names: tuple[str, ...], good: str, bad: str) -> tuple[re.Pattern, re.Pattern]:
     known = "|".join(re.escape(n) for n in sorted(names, key=len, reverse=True))
     roles = f"{re.escape(good)}|{re.escape(bad)}"
-    # A known name (any case) or any capitalized word, then "is [a|an] <role>" as whole words.
-    return re.compile(
-        rf"(?<![\w'-])((?i:{known})|[A-Z][\w'-]*)\s+(?i:is)\s+(?:(?i:an?)\s+)?((?i:{roles}))(?![\w-])"
-    )
+    # A role followed by "or"/"/" and another word hedges ("a knight or a knave"): no claim.
+    role = rf"((?i:{roles}))(?![\w-])(?!\s*(?:/|(?i:or)\b))"
+    # "<Name> is [a|an] <role>": a known name (any case) or any capitalized word, so that a
+    # claim about someone not in the puzzle is seen. "<Name>: <role>" only for known names,
+    # since "Answer: knight" names nobody.
+    is_form = re.compile(rf"(?<![\w'-])((?i:{known})|[A-Z][\w'-]*)\s+(?i:is)\s+(?:(?i:an?)\s+)?{role}")
+    colon_form = re.compile(rf"(?<![\w'-])((?i:{known}))\s*:\s*(?:(?i:an?)\s+)?{role}")
+    return is_form, colon_form
 
 
 def parse_claims(text: str, names: Sequence[str], roles: Sequence[str] = ROLE_PAIRS[0]) -> tuple[dict[str, set[bool]], list[str]]:
-    """All "<Name> is a <role>" claims in ``text``.
+    """All "<Name> is a <role>" and "<Name>: <role>" claims in ``text``, markdown emphasis ignored.
 
     Returns ``({name: {True/False, ...}}, unknown_names)`` where True means the truthful role.
     Names are matched case-insensitively and reported in the problem's spelling.
@@ -106,14 +118,16 @@ def parse_claims(text: str, names: Sequence[str], roles: Sequence[str] = ROLE_PA
     by_lower = {n.lower(): n for n in names}
     claims: dict[str, set[bool]] = {}
     unknown: list[str] = []
-    for match in _claim_pattern(tuple(names), good, bad).finditer(text):
-        token, role = match.group(1), match.group(2).lower()
-        name = by_lower.get(token.lower())
-        if name is None:
-            if token.lower() not in _NOT_NAMES:
-                unknown.append(token)
-            continue
-        claims.setdefault(name, set()).add(role == good.lower())
+    plain = _EMPHASIS_RE.sub("", text)
+    for pattern in _claim_patterns(tuple(names), good, bad):
+        for match in pattern.finditer(plain):
+            token, role = match.group(1), match.group(2).lower()
+            name = by_lower.get(token.lower())
+            if name is None:
+                if token.lower() not in _NOT_NAMES:
+                    unknown.append(token)
+                continue
+            claims.setdefault(name, set()).add(role == good.lower())
     return claims, unknown
 
 

@@ -247,6 +247,20 @@ def test_verifier_accepts_gold_in_various_layouts():
         ("Suppose Alice is a knave... no. So Alice is a knight, Bob is a knave, Carol is a knight.", "conflicting_roles"),
         # Other role words do not count for a knight/knave puzzle.
         ("<answer>Alice is a saint, Bob is a sinner, Carol is a saint</answer>", "no_answer"),
+        # A hedge names no role.
+        ("<answer>Alice: knight or knave\nBob: knave\nCarol: knight</answer>", "missing_person"),
+        ("<answer>Alice is a knight or a knave, Bob is a knave, Carol is a knight</answer>", "missing_person"),
+        ("<answer>Alice: knight/knave, Bob: knave, Carol: knight</answer>", "missing_person"),
+        # The same person named twice with different roles, in either form.
+        ("<answer>Alice: knight\nAlice: knave\nBob: knave\nCarol: knight</answer>", "conflicting_roles"),
+        ("<answer>**Alice** is a **knight**, Alice: knave, Bob: knave, Carol: knight</answer>", "conflicting_roles"),
+        # A negation is no claim (not read as the other role).
+        ("<answer>Alice is **not** a knight, Bob is a knave, Carol is a knight</answer>", "missing_person"),
+        ("<answer>Alice is not a knave, Bob is a knave, Carol is a knight</answer>", "missing_person"),
+        # A wrong role in markdown is still wrong.
+        ("<answer>**Alice**: knave, **Bob**: knave, **Carol**: knight</answer>", "wrong_answer"),
+        # A word before a colon that is no one in the puzzle claims nothing.
+        ("<answer>Answer: knight</answer>", "no_answer"),
     ],
 )
 def test_verifier_near_misses(text, reason):
@@ -269,31 +283,6 @@ def test_verifier_near_misses(text, reason):
 def test_verifier_reads_markdown_emphasis_and_the_colon_form(text):
     verdict = V.verify(text, ANSWER)
     assert verdict.correct and verdict.reason == "ok", verdict
-
-
-@pytest.mark.parametrize(
-    "text,reason",
-    [
-        # A hedge names no role.
-        ("<answer>Alice: knight or knave\nBob: knave\nCarol: knight</answer>", "missing_person"),
-        ("<answer>Alice is a knight or a knave, Bob is a knave, Carol is a knight</answer>", "missing_person"),
-        ("<answer>Alice: knight/knave, Bob: knave, Carol: knight</answer>", "missing_person"),
-        # The same person named twice with different roles, in either form.
-        ("<answer>Alice: knight\nAlice: knave\nBob: knave\nCarol: knight</answer>", "conflicting_roles"),
-        ("<answer>**Alice** is a **knight**, Alice: knave, Bob: knave, Carol: knight</answer>", "conflicting_roles"),
-        # A negation is no claim (not read as the other role).
-        ("<answer>Alice is **not** a knight, Bob is a knave, Carol is a knight</answer>", "missing_person"),
-        ("<answer>Alice is not a knave, Bob is a knave, Carol is a knight</answer>", "missing_person"),
-        # A wrong role in markdown is still wrong.
-        ("<answer>**Alice**: knave, **Bob**: knave, **Carol**: knight</answer>", "wrong_answer"),
-        # A word before a colon that is no one in the puzzle claims nothing.
-        ("<answer>Answer: knight</answer>", "no_answer"),
-    ],
-)
-def test_verifier_markdown_and_colon_near_misses(text, reason):
-    verdict = V.verify(text, ANSWER)
-    assert not verdict.correct and verdict.reward == 0.0
-    assert verdict.reason == reason, verdict
 
 
 def test_verifier_role_words_from_answer():

@@ -96,7 +96,7 @@ class RolloutConfig:
     group_size: int = 8  # responses per prompt (the GRPO group)
     temperature: float = 1.0
     top_p: float = 1.0
-    max_tokens: int = 16  # response length limit (truncated responses count in truncation_rate)
+    max_tokens: int = 16  # response length limit (truncated responses count in truncation_rate); 0 = from the task's answers
     stop: tuple = ()  # stop strings
     max_batch_size: int = 256  # sequences the engine decodes at once (memory bound)
 
@@ -277,7 +277,8 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_positive(self, ("steps", "save_every"))
         _check_non_negative(self, ("keep_checkpoints", "threads", "verify_workers"))
-        _check_positive(self.rollout, ("prompts_per_step", "group_size", "max_tokens"), "rollout")
+        _check_positive(self.rollout, ("prompts_per_step", "group_size"), "rollout")
+        _check_non_negative(self.rollout, ("max_tokens",), "rollout")
         _check_positive(self.sft, ("max_steps", "batch_size", "eval_every", "eval_problems"), "sft")
         _check_positive(self.eval, ("problems", "samples"), "eval")
         _check_non_negative(self.optim, ("minibatch_size", "micro_batch_size", "warmup_steps"), "optim")

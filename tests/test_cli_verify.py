@@ -199,23 +199,19 @@ def test_output_keeps_the_mode_of_the_file_it_replaces_and_new_files_follow_the_
 
 
 def test_output_to_a_fifo_is_written_through_not_replaced(tmp_path, capsys):
-    import threading
-
     fifo = tmp_path / "pipe"
     os.mkfifo(fifo)
-    received = []
-    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
-    reader.start()
+    # A non-blocking read end first: the writer's open never blocks, and a writer that replaced the
+    # FIFO (the old behaviour) fails this test at once instead of hanging it.
+    read_end = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
     try:
         rc = _verify_to(fifo, tmp_path)
+        received = os.read(read_end, 1 << 16)
     finally:
-        if reader.is_alive():  # unblock the reader if the write never opened the FIFO
-            with open(os.open(fifo, os.O_WRONLY | os.O_NONBLOCK), "wb"):
-                pass
-        reader.join()
+        os.close(read_end)
     assert rc == 0
     assert fifo.is_fifo()
-    assert [json.loads(line)["id"] for line in received[0].decode().splitlines()] == [1, 2, 3, 4]
+    assert [json.loads(line)["id"] for line in received.decode().splitlines()] == [1, 2, 3, 4]
 
 
 def test_output_to_dev_null_leaves_the_device_alone(tmp_path, capsys):

@@ -366,3 +366,25 @@ def test_hub_ids_load_through_the_hugging_face_cache_and_say_when_they_cannot(tm
     no_data = subprocess.run([*base, "task=gsm8k", "dataset=someone/no-such-data", f"output_dir={tmp_path / 'r3'}"],
                              env=env, capture_output=True, text=True, timeout=600)
     assert no_data.returncode == 2 and "dataset=someone/no-such-data: not a local file" in no_data.stderr
+
+
+def test_the_embedded_defaults_tuned_for_arith_do_not_carry_over_to_another_task():
+    """`reasonrl train task=examples/my_task.py:task` (the README's tutorial) used to stop with
+    "unknown difficulty key 'digits' for SortConfig" and, past that, sampled 16 tokens for
+    18-token answers: arith's task_options and max_tokens no longer follow another task."""
+    from reasonrl.commands.train import load_train_config
+    from reasonrl.tasks import get_task
+    from reasonrl.trainers.data import ProblemSource
+    from reasonrl.trainers.run import resolve_max_tokens
+
+    config = load_train_config(None, ["task=examples/my_task.py:task"])
+    assert config.task_options == {} and config.rollout.max_tokens == 0
+    source = ProblemSource(get_task(config.task), seed=0, task_options=config.task_options, num_test=4, num_val=4)
+    lines = []
+    resolved = resolve_max_tokens(config, source, lines.append)
+    assert resolved.rollout.max_tokens >= 1.5 * 18 and "sort_numbers" in lines[0]
+    # The user's own values, and every key of a --config file, are kept as given.
+    kept = load_train_config(None, ["task=examples/my_task.py:task", "task_options.length=3", "rollout.max_tokens=24"])
+    assert kept.task_options == {"length": 3} and kept.rollout.max_tokens == 24
+    assert load_train_config(None, []).task_options == {"digits": 3, "operands": 2, "ops": "+"}
+    assert load_train_config(None, []).rollout.max_tokens == 16

@@ -48,7 +48,7 @@ def run_sft(config) -> Path:
     from reasonrl.models.tiny import TinyModelConfig, build_tiny_model, describe
     from reasonrl.tasks import get_task
     from reasonrl.trainers.data import ProblemSource
-    from reasonrl.trainers.run import _device, check_model_path, load_policy
+    from reasonrl.trainers.run import _device, check_model_path, load_policy, resolve_max_tokens
     from reasonrl.trainers.sft import save_sft_result, train_sft
 
     if config.threads:
@@ -61,6 +61,7 @@ def run_sft(config) -> Path:
     source = ProblemSource(task, seed=config.seed, task_options=config.task_options, dataset=config.dataset or None,
                            eval_dataset=config.eval_dataset or None, num_test=config.eval.problems,
                            num_val=config.sft.eval_problems)
+    config = resolve_max_tokens(config, source)
     print(f"sft: {describe(model)} on {config.task}")
     result = train_sft(model, tokenizer, source.stream("sft"), config.sft, seed=config.seed,
                        val_problems=source.heldout("val"), max_tokens=config.rollout.max_tokens,

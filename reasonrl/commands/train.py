@@ -48,10 +48,23 @@ def hf_progress_bars(enabled: bool) -> Iterator[None]:
             hf_logging.enable_progress_bar()
 
 
+# Keys of the embedded default that are tuned for its task (3-digit addition): with another task=
+# and no value of the user's, they fall back to what follows the task (its generator's own
+# defaults; a response length derived from its answers) instead of carrying arith's over.
+TASK_SPECIFIC_DEFAULTS = ("task_options={}", "rollout.max_tokens=0")
+
+
 def load_train_config(config_path: str | None, overrides: list[str]):
     from reasonrl.config import TrainConfig, load_config
 
-    return load_config(TrainConfig, config_path or DEFAULT_CONFIG, overrides)
+    config = load_config(TrainConfig, config_path or DEFAULT_CONFIG, overrides)
+    default_task = load_config(TrainConfig, DEFAULT_CONFIG, []).task
+    if config_path is None and config.task != default_task:
+        # Prepended: the user's own keys come later and win (task_options.length=6 lands in an empty mapping).
+        given = {item.partition("=")[0] for item in overrides}
+        extra = [item for item in TASK_SPECIFIC_DEFAULTS if item.partition("=")[0] not in given or item.startswith("task_options")]
+        config = load_config(TrainConfig, DEFAULT_CONFIG, [*extra, *overrides])
+    return config
 
 
 def run(args: argparse.Namespace) -> int:

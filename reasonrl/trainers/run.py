@@ -85,6 +85,7 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
     _check_output_dir(config.resolved_output_dir())
     job, device = _start_job(config, task, world_size, log, t_start)
     strategy, source, log = job.strategy, job.source, job.log
+    config = job.config = resolve_max_tokens(config, source, log)
     existing = strategy.on_main(lambda: _prepare_run_dir(job.run_dir, config, log))
     if existing is not None:
         strategy.finish()
@@ -123,6 +124,33 @@ def main(config: TrainConfig, log: Callable[[str], None] = print) -> dict[str, A
         close()
     strategy.finish()
     return summary
+
+
+def resolve_max_tokens(config: TrainConfig, source: Any, log: Callable[[str], None] = print) -> TrainConfig:
+    """``rollout.max_tokens=0``: a length that follows the task — 1.5x the longest of 64 training
+    problems' answers (worked solutions where the task has them) in this model's tokens, plus 8,
+    at least 16. A limit shorter than the answers would truncate every response and leave RL
+    (and the warm-up's validation) with nothing to learn from."""
+    import math
+    from dataclasses import replace as replaced
+
+    if config.rollout.max_tokens:
+        return config
+    from transformers import AutoTokenizer
+
+    if config.is_tiny:
+        from reasonrl.models.tiny import TinyModelConfig, build_tiny_model
+
+        model_dir = build_tiny_model(TinyModelConfig(**asdict(config.tiny), seed=config.seed))
+    else:
+        model_dir = check_model_path(config.model, config.revision)
+    tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    field_name = config.sft.solution_field
+    texts = [str((p.get("metadata") or {}).get(field_name) or p["answer"]) for p in source.stream("sft").take(64)]
+    longest = max(len(tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts)
+    tokens = max(16, math.ceil(1.5 * longest) + 8)
+    log(f"rollout.max_tokens=0: using {tokens} (the longest of 64 {source.task.name} answers takes {longest} tokens)")
+    return replaced(config, rollout=replaced(config.rollout, max_tokens=tokens))
 
 
 def _start_job(config: TrainConfig, task: Any, world_size: int, log: Callable[[str], None], t_start: float) -> tuple[Job, str]:
@@ -507,6 +535,11 @@ def _initial_policy(
         model, tokenizer, source.stream("sft"), config.sft, seed=config.seed, val_problems=source.heldout("val"),
         max_tokens=config.rollout.max_tokens, progress=config.progress, log=log, deadline=deadline,
     )
+    if result.val_accuracy == 0.0:
+        # Every group of RL would be all-wrong: no signal. Say why it may be, loudly, before RL starts.
+        log(f"warning: the SFT warm-up ended at validation accuracy 0.00 after {result.steps} steps, so RL starts "
+            f"with no signal; check that rollout.max_tokens={config.rollout.max_tokens} fits {config.task}'s answers "
+            f"(rollout.max_tokens=0 derives it from them), or raise sft.max_steps")
     tmp = target.with_name("sft.tmp")
     if tmp.exists():
         shutil.rmtree(tmp)

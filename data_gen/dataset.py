@@ -216,9 +216,8 @@ def _fill(
     salt: str,
     dedup: bool,
     bar,
-) -> list[dict[str, Any]]:
-    """Generate ``n`` rows; redraw duplicates of ``seen`` in index order (deterministic)."""
-    rows: list[dict[str, Any]] = []
+) -> Iterator[dict[str, Any]]:
+    """Yield ``n`` rows as they are made; redraw duplicates of ``seen`` in index order (deterministic)."""
     block = max(256, 64 * producer.workers)
     for start in range(0, n, block):
         indices = range(start, min(n, start + block))
@@ -237,10 +236,9 @@ def _fill(
                         "items (raise the difficulty, lower n, or pass dedup=False)"
                     )
                 problem = generator.generate(derive_seed(seed, index, attempt, salt))
-            rows.append(problem)
             if bar is not None:
                 bar.update(1)
-    return rows
+            yield problem
 
 
 def _knobs(generator: Generator) -> dict[str, Any]:
@@ -273,19 +271,55 @@ def generate_dataset(
         exclude: rows no generated item may equal (e.g. a test set), by canonical form.
 
     Returns:
-        A list of Problem dicts (see :func:`reasonrl.types.make_problem`).
+        A list of Problem dicts (see :func:`reasonrl.types.make_problem`). :func:`iter_dataset`
+        yields the same rows one at a time, for datasets too large to hold.
+    """
+    rows = iter_dataset(task_or_generator, n, seed, difficulty, workers, progress, dedup, exclude)
+    with _gc_paused():
+        return list(rows)
+
+
+def iter_dataset(
+    task_or_generator: Any,
+    n: int,
+    seed: int = 0,
+    difficulty: Mapping[str, Any] | None = None,
+    workers: int = 1,
+    progress: bool = False,
+    dedup: bool = True,
+    exclude: Iterable[Mapping[str, Any]] = (),
+) -> Iterator[dict[str, Any]]:
+    """The rows of :func:`generate_dataset` (same arguments), yielded as they are made.
+
+    Only the deduplication keys (one short string per row) are kept, so memory does not grow
+    with the rows; ``reasonrl gen`` writes each row as it comes.
     """
     if n < 0:
         raise ValueError(f"n must be >= 0, got {n}")
     generator = resolve_generator(task_or_generator, difficulty)
     seen = {_dedup_key(row, generator) for row in exclude}
-    producer = _Producer(generator, workers)
-    bar = _progress_bar(n, progress, generator.name or "generate")
+    return _closing_fill(generator, [(generator, n, "")], seed, seen, bool(dedup), workers, progress)
+
+
+def _closing_fill(
+    base: Generator,
+    parts: Sequence[tuple[Generator, int, str]],
+    seed: int,
+    seen: set[str],
+    dedup: bool,
+    workers: int,
+    progress: bool,
+) -> Iterator[dict[str, Any]]:
+    """Rows of each ``(generator, count, salt)`` part in turn; pools and the bar closed at the end."""
+    bar = _progress_bar(sum(count for _, count, _ in parts), progress, base.name or "generate")
     try:
-        with _gc_paused():
-            return _fill(generator, producer, n, seed, seen, "", dedup, bar)
+        for generator, count, salt in parts:
+            producer = _Producer(generator, workers)
+            try:
+                yield from _fill(generator, producer, count, seed, seen, salt, dedup, bar)
+            finally:
+                producer.close()
     finally:
-        producer.close()
         if bar is not None:
             bar.close()
 
@@ -362,35 +396,42 @@ def generate_curriculum(
     keeps the levels in the given order (easy first, for curriculum training);
     ``order="shuffle"`` interleaves them with a seeded shuffle. No puzzle repeats across
     levels. A ``{"people=3": 0.5, ...}`` mapping is accepted too (knobs joined by ``,``).
+    :func:`iter_curriculum` yields the curriculum-ordered rows one at a time.
     """
     import random
 
+    if order not in ("curriculum", "shuffle"):
+        raise ValueError(f"order must be 'curriculum' or 'shuffle', got {order!r}")
+    with _gc_paused():
+        rows = list(iter_curriculum(task_or_generator, n, levels, seed, workers, progress, exclude))
+    if order == "shuffle":
+        random.Random(seed).shuffle(rows)
+    return rows
+
+
+def iter_curriculum(
+    task_or_generator: Any,
+    n: int,
+    levels: Sequence[tuple[Mapping[str, Any], float]] | Mapping[str, float],
+    seed: int = 0,
+    workers: int = 1,
+    progress: bool = False,
+    exclude: Iterable[Mapping[str, Any]] = (),
+) -> Iterator[dict[str, Any]]:
+    """The rows of :func:`generate_curriculum` in curriculum order, yielded as they are made
+    (a shuffled mix needs every row at once)."""
     if isinstance(levels, Mapping):
         levels = [(_parse_level(spec), weight) for spec, weight in levels.items()]
     if not levels:
         raise ValueError("levels must name at least one (difficulty, proportion) pair")
-    if order not in ("curriculum", "shuffle"):
-        raise ValueError(f"order must be 'curriculum' or 'shuffle', got {order!r}")
     counts = _largest_remainder(n, [float(w) for _, w in levels])
     base = resolve_generator(task_or_generator)
     seen: set[str] = {_dedup_key(row, base) for row in exclude}
-    bar = _progress_bar(n, progress, base.name or "generate")
-    rows: list[dict[str, Any]] = []
-    try:
-        for level_index, ((difficulty, _), count) in enumerate(zip(levels, counts)):
-            generator = resolve_generator(task_or_generator, difficulty)
-            producer = _Producer(generator, workers)
-            try:
-                with _gc_paused():
-                    rows += _fill(generator, producer, count, seed, seen, f"level{level_index}", True, bar)
-            finally:
-                producer.close()
-    finally:
-        if bar is not None:
-            bar.close()
-    if order == "shuffle":
-        random.Random(seed).shuffle(rows)
-    return rows
+    parts = [
+        (resolve_generator(task_or_generator, difficulty), count, f"level{level_index}")
+        for level_index, ((difficulty, _), count) in enumerate(zip(levels, counts))
+    ]
+    return _closing_fill(base, parts, seed, seen, True, workers, progress)
 
 
 def _parse_level(spec: str) -> dict[str, str]:

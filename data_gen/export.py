@@ -35,7 +35,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import IO, Any, Iterable, Iterator, Mapping, Sequence
 
 from reasonrl.data_gen.dataset import JSON_FIELDS, decode_row, encode_row
 
@@ -52,97 +52,136 @@ def _answer_text(answer: Any) -> str:
 
 def to_verl_rows(rows: Sequence[Mapping[str, Any]], split: str = "train") -> list[dict[str, Any]]:
     """Problem rows in verl's parquet layout (see the module docstring)."""
-    return [
-        {
-            "data_source": row["task"],
-            "prompt": [dict(m) for m in row["prompt"]],
-            "ability": ABILITY.get(row["task"], row["task"]),
-            "reward_model": {"style": "rule", "ground_truth": _answer_text(row["answer"])},
-            "extra_info": {
-                "index": index,
-                "id": row["id"],
-                "split": split,
-                "difficulty": json.dumps(row.get("difficulty") or {}, sort_keys=True),
-                "metadata": json.dumps(row.get("metadata") or {}, ensure_ascii=False, sort_keys=True),
-            },
-        }
-        for index, row in enumerate(rows)
-    ]
+    return [_verl_row(row, index, split) for index, row in enumerate(rows)]
+
+
+def _verl_row(row: Mapping[str, Any], index: int, split: str) -> dict[str, Any]:
+    return {
+        "data_source": row["task"],
+        "prompt": [dict(m) for m in row["prompt"]],
+        "ability": ABILITY.get(row["task"], row["task"]),
+        "reward_model": {"style": "rule", "ground_truth": _answer_text(row["answer"])},
+        "extra_info": {
+            "index": index,
+            "id": row["id"],
+            "split": split,
+            "difficulty": json.dumps(row.get("difficulty") or {}, sort_keys=True),
+            "metadata": json.dumps(row.get("metadata") or {}, ensure_ascii=False, sort_keys=True),
+        },
+    }
 
 
 def to_trl_rows(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Problem rows in TRL's prompt + answer-columns layout (see the module docstring)."""
-    out = []
-    for row in rows:
-        item = {
-            "prompt": [dict(m) for m in row["prompt"]],
-            "answer": _answer_text(row["answer"]),
-            "task": row["task"],
-            "id": row["id"],
-            "difficulty": json.dumps(row.get("difficulty") or {}, sort_keys=True),
-        }
-        worked = (row.get("metadata") or {}).get("worked_solution")
-        if worked is not None:
-            item["worked_solution"] = worked
-        out.append(item)
-    return out
+    return [_trl_row(row) for row in rows]
+
+
+def _trl_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    item = {
+        "prompt": [dict(m) for m in row["prompt"]],
+        "answer": _answer_text(row["answer"]),
+        "task": row["task"],
+        "id": row["id"],
+        "difficulty": json.dumps(row.get("difficulty") or {}, sort_keys=True),
+    }
+    worked = (row.get("metadata") or {}).get("worked_solution")
+    if worked is not None:
+        item["worked_solution"] = worked
+    return item
 
 
 def convert(rows: Sequence[Mapping[str, Any]], format: str = "problem", split: str = "train") -> list[dict[str, Any]]:
     """Rows in the given layout (``problem`` returns plain copies)."""
-    if format == "problem":
-        return [dict(r) for r in rows]
-    if format == "verl":
-        return to_verl_rows(rows, split=split)
-    if format == "trl":
-        return to_trl_rows(rows)
-    raise ValueError(f"unknown format {format!r}; valid: {', '.join(FORMATS)}")
+    return list(iter_converted(rows, format, split))
+
+
+def iter_converted(rows: Iterable[Mapping[str, Any]], format: str = "problem", split: str = "train") -> Iterator[dict[str, Any]]:
+    """:func:`convert`, one row at a time."""
+    if format not in FORMATS:
+        raise ValueError(f"unknown format {format!r}; valid: {', '.join(FORMATS)}")
+    for index, row in enumerate(rows):
+        if format == "problem":
+            yield dict(row)
+        elif format == "verl":
+            yield _verl_row(row, index, split)
+        else:
+            yield _trl_row(row)
+
+
+# Rows per Parquet row group: a batch is all that is held while writing.
+PARQUET_ROW_GROUP = 8192
 
 
 def write_rows(
-    rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, format: str = "problem", split: str = "train"
+    rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, format: str = "problem", split: str = "train"
 ) -> Path:
-    """Write Problem rows to ``path`` (``.jsonl`` or ``.parquet``) in ``format``; returns the path.
+    """Write Problem rows to ``path`` (``.jsonl`` or ``.parquet``) in ``format``; returns the path."""
+    return write_stream(rows, path, format, split)[0]
 
-    The file is written to a temporary name and renamed at the end, so an interrupted run
-    never leaves a half-written file under the final name.
+
+def write_stream(
+    rows: Iterable[Mapping[str, Any]], path: str | os.PathLike, format: str = "problem", split: str = "train"
+) -> tuple[Path, int]:
+    """Write Problem rows to ``path`` as they come from ``rows`` (any iterable, e.g. a
+    generator making them); returns the path and the number of rows.
+
+    Written through :func:`reasonrl.output_file.open_output`: a regular file is written under
+    a temporary name and renamed at the end (an interrupted run never leaves a half-written
+    file under the final name), a symbolic link is followed, a device or FIFO is written
+    through. JSONL rows reach the file as they are made; Parquet rows in row groups of
+    :data:`PARQUET_ROW_GROUP`. A missing parent folder is created.
+
+    Raises:
+        ValueError: the extension is neither ``.jsonl`` nor ``.parquet``, or ``format`` is unknown.
+        IsADirectoryError: ``path`` is a directory.
     """
+    from reasonrl.output_file import json_line, open_output
+
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix not in EXTENSIONS:
         raise ValueError(f"output {str(path)!r}: unknown extension {path.suffix!r}; valid: {', '.join(EXTENSIONS)}")
-    converted = convert(rows, format, split=split)
+    converted = iter_converted(rows, format, split=split)
     if path.parent and not path.parent.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
+    count = 0
+    with open_output(path, binary=suffix == ".parquet") as handle:
         if suffix == ".jsonl":
-            with open(tmp, "w", encoding="utf-8") as handle:
-                for row in converted:
-                    handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+            for row in converted:
+                handle.write(json_line(row))
+                count += 1
         else:
-            _write_parquet(converted, tmp, format)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    return path
+            count = _write_parquet(converted, handle, format)
+    return path, count
 
 
-def _write_parquet(rows: list[dict[str, Any]], path: Path, format: str) -> None:
+def _write_parquet(rows: Iterable[dict[str, Any]], handle: IO[bytes], format: str) -> int:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    json_columns: tuple[str, ...] = ()
-    if format == "problem":
-        rows = [encode_row(r) for r in rows]
-        json_columns = JSON_FIELDS
-    schema = _schema(format)
-    table = pa.Table.from_pylist(rows, schema=schema) if rows else schema.empty_table()
-    table = table.replace_schema_metadata(
-        {"reasonrl.format": format, "reasonrl.json_columns": ",".join(json_columns)}
-    )
-    pq.write_table(table, path)
+    json_columns: tuple[str, ...] = JSON_FIELDS if format == "problem" else ()
+    schema = _schema(format).with_metadata({"reasonrl.format": format, "reasonrl.json_columns": ",".join(json_columns)})
+    count = 0
+    with pq.ParquetWriter(handle, schema) as writer:
+        for batch in _batches(rows, PARQUET_ROW_GROUP):
+            if json_columns:
+                batch = [encode_row(r) for r in batch]
+            writer.write_table(pa.Table.from_pylist(batch, schema=schema))
+            count += len(batch)
+        if count == 0:
+            writer.write_table(schema.empty_table())
+    return count
+
+
+def _batches(rows: Iterable[Any], size: int) -> Iterator[list[Any]]:
+    batch: list[Any] = []
+    for row in rows:
+        batch.append(row)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
 
 
 def _schema(format: str):

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -177,3 +178,131 @@ def test_closed_pipe_ends_quietly():
     stderr = proc.stderr.read().decode()
     assert proc.wait(timeout=120) == 141
     assert first.startswith(b"{") and "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
+# Today's bytes for these arguments, recorded before gen streamed its rows: streaming must not change them.
+STREAMED_BYTES = {
+    "problem": "e153b3c2b536f65ddff410b708ad635e01d391ff9bf38a2ccc5ade2121e3c78b",
+    "verl": "0b352dc356077050540e8f64b276af5b9fdfea8067d7f46435baedddf075f899",
+    "trl": "a4bf26ebf69e28ee31b13495a9f2e2577426151090548af0659e0fa29acd92a9",
+}
+
+
+@pytest.mark.parametrize("layout", sorted(STREAMED_BYTES))
+def test_streamed_output_has_the_same_bytes_and_rows_as_before(tmp_path, layout):
+    import hashlib
+
+    jsonl, parquet = tmp_path / "kk.jsonl", tmp_path / "kk.parquet"
+    for path in (jsonl, parquet):
+        assert gen("--task", "kk", "--n", "50", "--seed", "3", "--format", layout, "--output", str(path)) == 0
+    assert hashlib.sha256(jsonl.read_bytes()).hexdigest() == STREAMED_BYTES[layout]
+    assert export.read_rows(parquet) == export.read_rows(jsonl)
+
+
+def test_streamed_splits_and_levels_keep_their_bytes(tmp_path):
+    import hashlib
+
+    def digest(path):
+        return hashlib.sha256(path.read_bytes()).hexdigest()
+
+    out = tmp_path / "sp.jsonl"
+    assert gen("--task", "kk", "--n", "40", "--seed", "3", "--split", "train=30", "test=10", "--output", str(out)) == 0
+    assert digest(tmp_path / "sp.train.jsonl") == "1e5d610f8695288bb8f2635d729ea56b4483907b475d1eec2a11eb3ec049466d"
+    assert digest(tmp_path / "sp.test.jsonl") == "ef704db1ef7ea5b3db6e9bdcf13c73fa15b9f027ca956db47276f06094e08841"
+    mix = tmp_path / "lv.jsonl"
+    assert gen("--task", "kk", "--n", "40", "--level", "people=3", "0.5", "--level", "people=4", "0.5", "--output", str(mix)) == 0
+    assert digest(mix) == "a2c3bfdf63999069ad495b0428b17f19ae0598311fe2de2f2ba2d3de2ddc99ff"
+
+
+# A generator that looks at its own output while it runs: each row carries a 64 KB payload, and
+# at row 600, most of the rows made so far must already be in the temporary output file.
+WATCHING_GENERATOR = textwrap.dedent(
+    '''
+    import os
+    import random
+    from dataclasses import dataclass
+
+    from reasonrl.data_gen import Generator
+    from reasonrl.types import make_problem
+
+
+    @dataclass(frozen=True)
+    class WatchConfig:
+        folder: str = ""
+
+
+    class WatchingGenerator(Generator):
+        Config = WatchConfig
+        canonical_ids = True  # one puzzle per seed: deduplicate on the id
+        made = 0
+
+        def generate(self, seed):
+            type(self).made += 1
+            if type(self).made == 600:
+                written = sum(
+                    os.path.getsize(os.path.join(self.config.folder, name))
+                    for name in os.listdir(self.config.folder) if name.endswith(".tmp")
+                )
+                assert written > 3 * 2**20, f"only {written} bytes in the output after 599 rows"
+            payload = random.Random(seed).randbytes(32768).hex()  # does not compress away
+            return make_problem(f"w-{seed}", "watch", "Say it.", "1", {}, {"payload": payload})
+    '''
+)
+
+
+@pytest.mark.parametrize("suffix", [".jsonl", ".parquet"])
+def test_rows_reach_the_output_while_generating_and_memory_stays_bounded(tmp_path, suffix):
+    import tracemalloc
+
+    module = tmp_path / "watching.py"
+    module.write_text(WATCHING_GENERATOR)
+    folder = tmp_path / "out"
+    folder.mkdir()
+    out = folder / f"w{suffix}"
+    n = 1500  # 1500 rows of 64 KB: about 100 MB if they were held
+    if suffix == ".parquet":
+        export_group = export.PARQUET_ROW_GROUP
+        export.PARQUET_ROW_GROUP = 100  # row groups of 100 rows reach the file as they fill
+    tracemalloc.start()
+    try:
+        assert gen("--task", f"{module}:WatchingGenerator", "--n", str(n), "--difficulty", f"folder={folder}",
+                   "--output", str(out)) == 0
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        if suffix == ".parquet":
+            export.PARQUET_ROW_GROUP = export_group
+    assert peak < 40 * 2**20, f"peak {peak / 2**20:.0f} MiB while writing {n} rows of 64 KB"
+    rows = export.read_rows(out)
+    assert len(rows) == n and len({r["id"] for r in rows}) == n
+    assert [p.name for p in folder.iterdir()] == [out.name]  # the temporary file became the output
+
+
+def test_a_directory_as_output_is_refused_before_generating(tmp_path, capsys):
+    folder = tmp_path / "data.jsonl"
+    folder.mkdir()
+    (folder / "keep.txt").write_text("mine")
+    assert gen("--task", "kk", "--n", "5", "--output", str(folder)) == 2
+    err = capsys.readouterr().err
+    assert "is a directory" in err and "data.jsonl" in err and "Traceback" not in err
+    assert [p.name for p in folder.iterdir()] == ["keep.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["data.jsonl"]
+    # a split's file that is a directory is refused too, and no split is written
+    (tmp_path / "kk.test.jsonl").mkdir()
+    assert gen("--task", "kk", "--n", "10", "--split", "train=5", "test=5", "--output", str(tmp_path / "kk.jsonl")) == 2
+    assert "kk.test.jsonl' is a directory" in capsys.readouterr().err
+    assert not (tmp_path / "kk.train.jsonl").exists()
+
+
+def test_output_through_a_symlink_and_to_a_device(tmp_path):
+    target = tmp_path / "real.jsonl"
+    target.write_text("old\n")
+    link = tmp_path / "link.jsonl"
+    link.symlink_to(target)
+    assert gen("--task", "kk", "--n", "5", "--output", str(link)) == 0
+    assert link.is_symlink() and len(export.read_rows(target)) == 5
+    # /dev/null is written through, never replaced (its name ends in neither extension: a link to it does)
+    null = tmp_path / "null.jsonl"
+    null.symlink_to("/dev/null")
+    assert gen("--task", "kk", "--n", "5", "--output", str(null)) == 0
+    assert null.is_symlink() and os.path.realpath(null) == "/dev/null"

@@ -15,9 +15,11 @@ top of ``--difficulty``), in curriculum order unless ``--order shuffle``.
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
-from typing import Any
+from pathlib import Path
+from typing import Any, Iterable, Iterator
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -97,57 +99,77 @@ def run(args: argparse.Namespace) -> int:
         generator = ds.resolve_generator(args.task, difficulty)
         if args.output != "-" and not args.output.lower().endswith(export.EXTENSIONS):
             raise ValueError(f"--output {args.output!r}: use a .jsonl or .parquet file (or '-' for stdout)")
-        splits = parse_splits(args.split, args.n) if args.split else None
+        splits = parse_splits(args.split, args.n) if args.split else {None: args.n}
+        targets = {name: _target(args.output, name) for name in splits}
     except (KeyError, ValueError, ConfigError, TypeError, ImportError) as exc:
         print(f"reasonrl gen: {_message(exc)}", file=sys.stderr)
         return 2
 
     progress = args.progress if args.progress is not None else (args.n >= 1000 and sys.stderr.isatty())
     started = time.perf_counter()
+    outputs = []
     try:
-        if args.level:
-            levels = [({**difficulty, **ds._parse_level(spec)}, float(weight)) for spec, weight in args.level]
-            rows = ds.generate_curriculum(
-                type(generator), args.n, levels, seed=args.seed, order=args.order, workers=args.workers, progress=progress
-            )
-        else:
-            rows = ds.generate_dataset(generator, args.n, seed=args.seed, workers=args.workers, progress=progress)
+        rows = _rows(args, generator, difficulty, progress)
+        for name, size in splits.items():
+            # One stream cut in order: the splits share no puzzle (deduplicated as one).
+            part = itertools.islice(rows, size)
+            split = name or "train"
+            if targets[name] is None:
+                _write_stdout(export.iter_converted(part, args.format, split=split))
+            else:
+                outputs.append(export.write_stream(part, targets[name], args.format, split=split))
     except (KeyError, ValueError, ConfigError) as exc:
         print(f"reasonrl gen: {_message(exc)}", file=sys.stderr)
         return 2
+    except BrokenPipeError:
+        raise  # the reader went away (| head): the CLI's handler ends quietly
+    except OSError as exc:
+        print(f"reasonrl gen: cannot write {exc.filename or args.output}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     elapsed = time.perf_counter() - started
 
-    outputs = []
-    if splits:
-        start = 0
-        for name, size in splits.items():
-            part = rows[start : start + size]
-            start += size
-            if args.output == "-":
-                _write_stdout(export.convert(part, args.format, split=name))
-            else:
-                path = export.write_rows(part, export.split_path(args.output, name), args.format, split=name)
-                outputs.append((path, len(part)))
-    elif args.output == "-":
-        _write_stdout(export.convert(rows, args.format))
-    else:
-        outputs.append((export.write_rows(rows, args.output, args.format), len(rows)))
-
-    rate = len(rows) / elapsed if elapsed > 0 else float("inf")
+    total = sum(count for _, count in outputs) if outputs else args.n
+    rate = total / elapsed if elapsed > 0 else float("inf")
     where = ", ".join(f"{path} ({count})" for path, count in outputs) or "stdout"
     summary = (
-        f"generated {len(rows)} {generator.name or args.task} problems (seed {args.seed}) "
+        f"generated {total} {generator.name or args.task} problems (seed {args.seed}) "
         f"in {elapsed:.2f}s, {rate:,.0f}/s -> {where}"
     )
     print(summary, file=sys.stderr if args.output == "-" else sys.stdout)
     return 0
 
 
-def _write_stdout(rows: list[dict[str, Any]]) -> None:
+def _target(output: str, split: str | None) -> Path | None:
+    """Where a split goes (None: stdout); a directory there is refused before anything is made."""
     from reasonrl.data_gen import export
 
-    for line in export.iter_jsonl_lines(rows):
-        sys.stdout.write(line)
+    if output == "-":
+        return None
+    path = export.split_path(output, split) if split else Path(output)
+    if path.is_dir():
+        raise ValueError(f"--output {str(path)!r} is a directory; give a file path ending in .jsonl or .parquet")
+    return path
+
+
+def _rows(args: argparse.Namespace, generator: Any, difficulty: dict[str, str], progress: bool) -> Iterator[dict[str, Any]]:
+    """The rows in output order, made as they are consumed (a shuffled level mix is made whole first)."""
+    from reasonrl.data_gen import dataset as ds
+
+    if not args.level:
+        return ds.iter_dataset(generator, args.n, seed=args.seed, workers=args.workers, progress=progress)
+    levels = [({**difficulty, **ds._parse_level(spec)}, float(weight)) for spec, weight in args.level]
+    if args.order == "shuffle":
+        return iter(ds.generate_curriculum(
+            type(generator), args.n, levels, seed=args.seed, order="shuffle", workers=args.workers, progress=progress
+        ))
+    return ds.iter_curriculum(type(generator), args.n, levels, seed=args.seed, workers=args.workers, progress=progress)
+
+
+def _write_stdout(rows: Iterable[dict[str, Any]]) -> None:
+    from reasonrl.output_file import json_line
+
+    for row in rows:
+        sys.stdout.write(json_line(row))
     sys.stdout.flush()
 
 

@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 # One prompt rendering for every evaluation (the trainers' before/after pass@1 uses it too).
+from reasonrl.eval.checkpoints import CheckpointError, adapter_base, check_checkpoint, is_checkpoint, load_causal_lm
 from reasonrl.eval.sampling import render_prompt
 from reasonrl.eval.report import (
     ProblemResult,
@@ -243,7 +244,7 @@ def _check_unique_ids(rows: Sequence[Mapping[str, Any]]) -> None:
 
 # The files that make a checkpoint's behaviour (trainer state such as optimizer.pt does not).
 _MODEL_FILE_PATTERNS = (
-    "config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
+    "config.json", "adapter_config.json", "generation_config.json", "*.safetensors", "*.safetensors.index.json", "pytorch_model*.bin",
     "tokenizer*", "vocab*", "merges.txt", "special_tokens_map.json", "added_tokens.json", "chat_template*",
     "*.tiktoken", "*.model",
 )
@@ -271,6 +272,9 @@ def model_fingerprint(model_dir: str | os.PathLike) -> str:
         else:
             stat = path.stat()
             digest.update(f"{stat.st_size}/{stat.st_mtime_ns}".encode())
+    base = adapter_base(root)
+    if base is not None:  # a LoRA adapter generates what its base and it make together
+        digest.update(b"base\0" + model_fingerprint(base).encode())
     return digest.hexdigest()[:12]
 
 
@@ -291,22 +295,28 @@ def model_labels(models: Sequence[str | os.PathLike]) -> list[str]:
 
 def check_model_dir(model: str | os.PathLike) -> Path:
     """The checkpoint directory to load: ``model`` itself, or for a training run directory (no
-    ``config.json``, a ``checkpoints/step-N/`` inside) its newest checkpoint. Raises :class:`EvalError`."""
+    ``config.json``, a ``checkpoints/step-N/`` inside) its newest checkpoint, a whole model or a
+    LoRA adapter. Raises :class:`EvalError` when there is none or it cannot load (the message
+    names the file: see :func:`reasonrl.eval.checkpoints.check_checkpoint`)."""
     path = Path(model)
     if not path.is_dir():
         raise EvalError(f"--model {str(model)!r}: no such checkpoint directory (nothing is downloaded here)")
-    if (path / "config.json").exists():
-        return path
-    steps = sorted(
-        (int(d.name.split("-", 1)[1]), d) for d in (path / "checkpoints").glob("step-*")
-        if d.name.split("-", 1)[1].isdigit() and (d / "config.json").exists()
-    ) if (path / "checkpoints").is_dir() else []
-    if steps:
-        return steps[-1][1]
-    raise EvalError(
-        f"--model {str(model)!r}: not a Hugging Face checkpoint directory (no config.json) "
-        "nor a run directory with checkpoints/step-N/"
-    )
+    if not is_checkpoint(path):
+        steps = sorted(
+            (int(d.name.split("-", 1)[1]), d) for d in (path / "checkpoints").glob("step-*")
+            if d.name.split("-", 1)[1].isdigit() and is_checkpoint(d)
+        ) if (path / "checkpoints").is_dir() else []
+        if not steps:
+            raise EvalError(
+                f"--model {str(model)!r}: not a Hugging Face checkpoint directory (no config.json or adapter_config.json) "
+                "nor a run directory with checkpoints/step-N/"
+            )
+        path = steps[-1][1]
+    try:
+        check_checkpoint(path)
+    except CheckpointError as exc:
+        raise EvalError(f"--model {str(model)!r}: {exc}") from None
+    return path
 
 
 def training_run_config(model: str | os.PathLike) -> dict[str, Any] | None:
@@ -372,16 +382,28 @@ def build_engine(model: str | os.PathLike, kind: str, config: EvalConfig):
     (``dtype``, ``gpu_memory_utilization``, ``max_model_len``, ...).
     """
     options = dict(config.engine_options)
+    adapter = adapter_base(model) is not None
     if kind == "vllm":
+        if adapter:
+            raise EvalError(f"{model}: a LoRA adapter checkpoint; evaluate it with --engine hf (it is merged into its base)")
         from reasonrl.engines.vllm_engine import VLLMEngine
 
         return VLLMEngine(str(model), seed=config.seed, **options)
     import torch
+    from transformers import AutoTokenizer
 
     from reasonrl.engines.hf_engine import HFEngine
 
-    options.setdefault("device", "cuda" if torch.cuda.is_available() else "cpu")
-    return HFEngine.from_pretrained(str(model), **options)
+    device = options.pop("device", "cuda" if torch.cuda.is_available() else "cpu")
+    dtype = options.pop("dtype", None)
+    try:
+        model_object = load_causal_lm(model, dtype=dtype).to(device)
+        tokenizer = AutoTokenizer.from_pretrained(str(model))
+    except (OSError, ValueError, RuntimeError, MemoryError) as exc:
+        # What the up-front check cannot see (a corrupt tensor, an unknown architecture): one line.
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvalError(f"{model}: the checkpoint does not load ({first})") from None
+    return HFEngine(model_object, tokenizer, **options)
 
 
 def _engine_kind(engine: Any) -> str:
@@ -824,7 +846,8 @@ def evaluate_model(
 def _warn_if_context_too_short(model_path: Path, tokenizer: Any, prompts: Sequence[str], max_tokens: int, label: str) -> None:
     """Say so when prompt + max_tokens passes the model's context: samples would be cut or garbled."""
     try:
-        context = int(json.loads((model_path / "config.json").read_text()).get("max_position_embeddings") or 0)
+        config_dir = adapter_base(model_path) or model_path
+        context = int(json.loads((config_dir / "config.json").read_text()).get("max_position_embeddings") or 0)
     except (OSError, ValueError):
         return
     if not context:

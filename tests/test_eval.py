@@ -263,8 +263,12 @@ def test_model_dir_checks_and_run_directories_resolve_to_the_newest_checkpoint(t
 
     for step in (5, 20, 100):
         (tmp_path / "run" / "checkpoints" / f"step-{step}").mkdir(parents=True)
+    import torch
+    from safetensors.torch import save_file
+
     for step in (5, 20):  # step-100 was killed before its config was written: not a checkpoint
         (tmp_path / "run" / "checkpoints" / f"step-{step}" / "config.json").write_text("{}")
+        save_file({"w": torch.zeros(1)}, str(tmp_path / "run" / "checkpoints" / f"step-{step}" / "model.safetensors"))
     assert check_model_dir(tmp_path / "run") == tmp_path / "run" / "checkpoints" / "step-20"
     assert check_model_dir(tmp_path / "run" / "checkpoints" / "step-5") == tmp_path / "run" / "checkpoints" / "step-5"
     with pytest.raises(EvalError, match="no such checkpoint directory"):
@@ -276,7 +280,7 @@ def test_model_dir_checks_and_run_directories_resolve_to_the_newest_checkpoint(t
     before = model_fingerprint(ckpt)
     (ckpt / "optimizer.pt").write_bytes(b"state")
     assert model_fingerprint(ckpt) == before
-    (ckpt / "model.safetensors").write_bytes(b"weights")
+    (ckpt / "model.safetensors").write_bytes(b"other weights")
     assert model_fingerprint(ckpt) != before
     assert model_labels([tmp_path / "a" / "step-5", tmp_path / "b" / "step-5", tmp_path / "c"]) == ["a/step-5", "b/step-5", "c"]
 

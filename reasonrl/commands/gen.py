@@ -11,6 +11,9 @@ With ``--split`` each split goes to its own file (``kk.train.jsonl``, ``kk.test.
 no puzzle appears in two splits (deduplicated on the puzzle's canonical form). ``--level``
 makes a difficulty mix: each level is ``KNOBS WEIGHT`` (knobs separated by ``;`` or spaces, on
 top of ``--difficulty``), in curriculum order unless ``--order shuffle``.
+Rows are written as they are made (constant memory; a shuffled mix is made whole first).
+--output: a file is written under a temporary name and renamed when complete; a symlink is
+followed, a device or FIFO written through, a directory refused.
 """
 from __future__ import annotations
 

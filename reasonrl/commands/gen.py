@@ -18,11 +18,12 @@ followed, a device or FIFO written through, a directory refused.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Generator, Iterable
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -112,15 +113,17 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     outputs = []
     try:
-        rows = _rows(args, generator, difficulty, progress)
-        for name, size in splits.items():
-            # One stream cut in order: the splits share no puzzle (deduplicated as one).
-            part = itertools.islice(rows, size)
-            split = name or "train"
-            if targets[name] is None:
-                _write_stdout(export.iter_converted(part, args.format, split=split))
-            else:
-                outputs.append(export.write_stream(part, targets[name], args.format, split=split))
+        # Closed when written, not when collected: the worker pool and the progress bar end
+        # before the summary line.
+        with contextlib.closing(_rows(args, generator, difficulty, progress)) as rows:
+            for name, size in splits.items():
+                # One stream cut in order: the splits share no puzzle (deduplicated as one).
+                part = itertools.islice(rows, size)
+                split = name or "train"
+                if targets[name] is None:
+                    _write_stdout(export.iter_converted(part, args.format, split=split))
+                else:
+                    outputs.append(export.write_stream(part, targets[name], args.format, split=split))
     except (KeyError, ValueError, ConfigError) as exc:
         print(f"reasonrl gen: {_message(exc)}", file=sys.stderr)
         return 2
@@ -154,7 +157,7 @@ def _target(output: str, split: str | None) -> Path | None:
     return path
 
 
-def _rows(args: argparse.Namespace, generator: Any, difficulty: dict[str, str], progress: bool) -> Iterator[dict[str, Any]]:
+def _rows(args: argparse.Namespace, generator: Any, difficulty: dict[str, str], progress: bool) -> Generator[dict[str, Any], None, None]:
     """The rows in output order, made as they are consumed (a shuffled level mix is made whole first)."""
     from reasonrl.data_gen import dataset as ds
 
@@ -162,9 +165,10 @@ def _rows(args: argparse.Namespace, generator: Any, difficulty: dict[str, str], 
         return ds.iter_dataset(generator, args.n, seed=args.seed, workers=args.workers, progress=progress)
     levels = [({**difficulty, **ds._parse_level(spec)}, float(weight)) for spec, weight in args.level]
     if args.order == "shuffle":
-        return iter(ds.generate_curriculum(
+        mix = ds.generate_curriculum(
             type(generator), args.n, levels, seed=args.seed, order="shuffle", workers=args.workers, progress=progress
-        ))
+        )
+        return (row for row in mix)
     return ds.iter_curriculum(type(generator), args.n, levels, seed=args.seed, workers=args.workers, progress=progress)
 
 

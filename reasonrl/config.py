@@ -284,6 +284,9 @@ class TrainConfig:
         _check_non_negative(self.optim, ("minibatch_size", "micro_batch_size", "warmup_steps"), "optim")
         _check_positive(self.optim, ("epochs",), "optim")
         _check_positive(self.expert_iteration, ("max_per_prompt", "epochs"), "expert_iteration")
+        if self.lora.r > 0 and self.engine == "vllm":
+            # vLLM reloads whole weights after every step; a LoRA policy holds an adapter over a base.
+            raise ConfigError("lora.r > 0 needs engine=hf or engine=hf_fast (engine=vllm does not load LoRA adapters here)")
         _check_non_negative(self.lora, ("r",), "lora")
         _check_non_negative(self.critic, ("lr",), "critic")
         if self.deepspeed.zero_stage not in (0, 1, 2, 3):

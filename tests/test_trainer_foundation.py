@@ -349,3 +349,8 @@ def test_critic_model_must_exist(tmp_path):
                                              f"critic.model={tmp_path / 'nowhere'}"])
     with pytest.raises(RunError, match="model path not found"):
         main(config, log=lambda m: None)
+
+
+def test_lora_with_the_vllm_engine_is_refused_naming_the_keys():
+    with pytest.raises(ConfigError, match=r"lora.r > 0 needs engine=hf or engine=hf_fast"):
+        load_config(TrainConfig, None, ["lora.r=8", "engine=vllm"])
